@@ -98,7 +98,9 @@ def find(module: ast.Module, loc: Location) -> Literal | None:
     return number_of(value)
 
 
-def read_values(source: str, locations: list[Location]) -> dict[Location, Number | None]:
+def read_values(
+    source: str, locations: list[Location]
+) -> dict[Location, Number | None]:
     """Current values of several literals of one file's source."""
     module = ast.parse(source)
     out: dict[Location, Number | None] = {}

@@ -218,4 +218,3 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 settings_key = pytest.StashKey[Settings]()
 
 __all__ = ["pytest_addoption", "pytest_cmdline_main", "pytest_configure"]
-

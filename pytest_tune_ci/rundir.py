@@ -26,6 +26,10 @@ REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
 APPLIED = "applied.json"
 PYTEST_DIR = "_pytest"
+STAGES_SNAPSHOT = "stages.yaml"  # the selected stages, as planned
+CONFIG_SNAPSHOT = "config.yaml"  # the model config, as planned
+WORKSPACE_DIFF = "workspace.diff"
+ACTIVITY = "activity.json"  # what the calibration is doing right now
 
 
 @dataclass
@@ -48,6 +52,10 @@ class Plan:
     resumes: list[str] = field(default_factory=list)  # UTC times of each resume
     precheck: dict[str, Any] | None = None
     finished_at: str | None = None
+    host: str = ""
+    python_version: str = ""
+    pytest_version: str = ""
+    workers: int = 1  # xdist workers (1 for a serial run)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -141,7 +149,9 @@ def read_plan(run_dir: Path) -> Plan:
 
 
 def write_stage_run(run_dir: Path, record: StageRun) -> None:
-    atomic.write_json(stage_run_path(run_dir, record.stage, record.run), record.to_json())
+    atomic.write_json(
+        stage_run_path(run_dir, record.stage, record.run), record.to_json()
+    )
 
 
 def read_stage_run(run_dir: Path, stage: str, k: int) -> StageRun | None:

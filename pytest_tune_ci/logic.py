@@ -37,7 +37,8 @@ def logic_hash(source: str, locations: Iterable[Location]) -> str:
         def visit(self, node: ast.AST) -> ast.AST:
             if id(node) in blanked:
                 return ast.Constant(value=0)
-            return super().visit(node)
+            result: ast.AST = super().visit(node)
+            return result
 
     tree = _Blank().visit(module)
     digest = hashlib.sha256(ast.dump(tree, include_attributes=False).encode())

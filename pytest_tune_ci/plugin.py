@@ -195,12 +195,18 @@ def pytest_configure(config: pytest.Config) -> None:
     if not settings.calibrating:
         return
     from .session import CalibrationPlugin
+    from .session import SerialLoop
+    from .session import WorkerLoop
 
     try:
         plugin = CalibrationPlugin(config, settings)
     except TuneError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.pluginmanager.register(plugin, PLUGIN_NAME)
+    if plugin.is_worker:
+        config.pluginmanager.register(WorkerLoop(plugin), f"{PLUGIN_NAME}-loop")
+    elif not plugin.is_controller:
+        config.pluginmanager.register(SerialLoop(plugin), f"{PLUGIN_NAME}-loop")
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:

@@ -1,13 +1,26 @@
 """Apply a calibration: the apply plan, the review, and writing the thresholds.
 
 Reads only the run directory (report.json, plan.json, the stages.yaml
-snapshot) and the files as they are now; no test runs. The values are written
+snapshot) and the files as they are now; no test runs. The current values
+and directions are re-read from the files' AST, so a second apply of the same
+run finds every direction ``equal`` and writes nothing. The values are written
 by :mod:`rewrite`, literal by literal.
 
+Modes: ``report`` writes only ``DIR/apply.patch`` (what ``full`` would do);
+``full`` writes every tightening and loosening; ``smart`` writes speed
+tightenings and asks about everything else, on a terminal, or takes the
+answer from ``--tune-apply-answers`` (which may also override an automatic
+tightening); without either the threshold is kept and listed. The answers
+file is read in smart mode only. A custom value tighter than the worst run
+needs a second "yes" on a terminal; from a file it is taken, with a note.
+Two stages sharing one literal get the looser of their two values.
+
 Refusals: problems with the run or the files raise :class:`RunError` (an
-incomplete or PARTIAL run, files changed since calibration, a threshold the
-file no longer has); bad input raises :class:`TuneError`/:class:`ConfigError`
-(an unknown mode, a bad answers file).
+incomplete or PARTIAL run, a missing report, files whose logic changed since
+calibration, a threshold the file no longer has), for the plan too; bad input
+raises :class:`TuneError`/:class:`ConfigError` (an unknown mode, a bad
+answers file). A file that does not read back as planned is restored and the
+exit code is 1; the other files are still written.
 """
 
 from __future__ import annotations
@@ -298,8 +311,8 @@ def _plan_stage(
                 location=loc,
                 worst_op=worst,
                 label=str(m.get("label") or metric_key),
-                digits=int(m.get("digits") or 2),
-                scale=float(m.get("scale") or 1),
+                digits=int(_number(m.get("digits")) or 0),
+                scale=float(_number(m.get("scale")) or 1),
                 integer=bool(m.get("integer")),
                 per_run_raw=[
                     float(v)
@@ -456,10 +469,19 @@ def _fmt(value: object) -> str:
     return "null" if value is None else str(value)
 
 
-def _fmt_rates(rates: dict[str, Any] | None) -> str:
+def _fmt_rates(rates: dict[str, Any] | None, runs: int) -> str:
+    """The report's false-alarm estimates, as rates per CI run."""
     if not rates:
         return "n/a"
-    return ", ".join(f"{k} {_fmt(v)}" for k, v in rates.items())
+    parts = []
+    for key in ("empirical", "normal"):
+        value = _number(rates.get(key))
+        if value is not None:
+            parts.append(f"{key} {value:.1%}")
+    fails = _number(rates.get("fails_observed"))
+    if fails is not None:
+        parts.append(f"fails {fails:g} of {runs} observed runs")
+    return ", ".join(parts) or ", ".join(f"{k} {_fmt(v)}" for k, v in rates.items())
 
 
 def question_text(metric: PlannedMetric) -> list[str]:
@@ -467,14 +489,15 @@ def question_text(metric: PlannedMetric) -> list[str]:
     loc = metric.location
     delta = "" if metric.delta_pct is None else f", Δ {metric.delta_pct:+.1f}%"
     runs = ", ".join(_fmt(v) for v in metric.per_run_raw) or "none"
+    runs_n = len(metric.per_run_raw)
     return [
         f"{metric.threshold_id} ({metric.label}; {metric.group}, worst op "
         f"{metric.worst_op}) at {loc.file}:{loc.line} {loc.ref}",
         f"  per-run values: {runs} (worst {_fmt(metric.worst_raw)})",
         f"  current:  {_fmt(metric.current_raw)}",
         f"  proposed: {_fmt(metric.write_value)} ({metric.direction}{delta})",
-        f"  false alarms now: {_fmt_rates(metric.false_alarm_current)}",
-        f"  false alarms proposed: {_fmt_rates(metric.false_alarm_new)}",
+        f"  false alarms now: {_fmt_rates(metric.false_alarm_current, runs_n)}",
+        f"  false alarms proposed: {_fmt_rates(metric.false_alarm_new, runs_n)}",
     ]
 
 

@@ -240,7 +240,8 @@ class Runner:
         self._nodeids: set[str] = set()
         self._tests: dict[str, int] = {}
         self._failures: list[str] = []
-        self.reports_hook: Callable[[pytest.TestReport], None] | None = None
+        # Called with each item before it runs (xdist's worker needs to know).
+        self.before_item: Callable[[pytest.Item], None] | None = None
 
     # pytest_runtest_logreport is forwarded here while an attempt runs.
     def on_report(self, report: pytest.TestReport) -> None:
@@ -344,6 +345,8 @@ class Runner:
         try:
             for index, item in enumerate(items):
                 nextitem = items[index + 1] if index + 1 < len(items) else None
+                if self.before_item is not None:
+                    self.before_item(item)
                 hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
                 if self._was_aborted():
                     aborted = "aborted"

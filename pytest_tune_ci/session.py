@@ -13,6 +13,7 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Callable
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ class CalibrationPlugin:
         self.lines_done: set[str] = set()
         self.units: list[Unit] = []
         self.runner: Runner | None = None
+        self.before_item: Callable[[pytest.Item], None] | None = None
         self.halt_reason: str | None = None
         self.durations: list[float] = []
         self.narrowed: list[str] = []
@@ -323,6 +325,7 @@ class CalibrationPlugin:
             timeout_s=self.model.attempt_timeout_s,
             stall_s=self.model.stall_timeout_s,
         )
+        self.runner.before_item = self.before_item
         units = {u.test: u for u in self.units}
         order = [(k, units[t]) for k in range(1, self.plan.repeats + 1) for t in units]
         state = self.run_dir / planning.STATE_DIR
@@ -697,11 +700,11 @@ class WorkerLoop:
     ) -> Generator[None, object, object]:
         cal = self.calibration
         items = getattr(cal, "_worker_items", [])
-        interactor = session.config.pluginmanager.get_plugin("workerinteractor")
+        interactor = _worker_interactor(session.config)
         saved = session.items
         session.items = items
         try:
-            with _xdist_reporting(interactor, items):
+            with _xdist_reporting(cal, interactor, items):
                 cal.calibrate(session)
         finally:
             session.items = saved
@@ -709,23 +712,31 @@ class WorkerLoop:
 
 
 @contextlib.contextmanager
-def _xdist_reporting(interactor: Any, items: list[pytest.Item]) -> Generator[None]:
+def _xdist_reporting(
+    cal: CalibrationPlugin, interactor: Any, items: list[pytest.Item]
+) -> Generator[None]:
     """Let xdist forward our reports: it looks each one up by item index."""
     if interactor is None:
         yield
         return
     index = {item.nodeid: i for i, item in enumerate(items)}
-    hook = interactor.pytest_runtest_logreport
 
-    def forward(report: pytest.TestReport) -> None:
-        interactor.item_index = index.get(report.nodeid, 0)
-        hook(report)
+    def before(item: pytest.Item) -> None:
+        interactor.item_index = index[item.nodeid]
 
-    interactor.pytest_runtest_logreport = forward
+    cal.before_item = before
     try:
         yield
     finally:
-        interactor.pytest_runtest_logreport = hook
+        cal.before_item = None
+
+
+def _worker_interactor(config: pytest.Config) -> Any:
+    """xdist's worker-side plugin (registered without a name)."""
+    for plugin in config.pluginmanager.get_plugins():
+        if type(plugin).__name__ == "WorkerInteractor":
+            return plugin
+    return None
 
 
 def _xdist_active(config: pytest.Config) -> bool:

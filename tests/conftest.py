@@ -8,6 +8,13 @@ from pathlib import Path
 
 import pytest
 
+# Import the plugin's modules here, in the outer session: pytester's
+# in-process runs drop modules first imported inside them, which would leave
+# half-imported libraries (psutil) behind for the next run.
+import pytest_tune_ci.apply
+import pytest_tune_ci.report
+import pytest_tune_ci.session  # noqa: F401
+
 
 REPO = Path(__file__).resolve().parent.parent
 

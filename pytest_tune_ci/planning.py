@@ -212,11 +212,14 @@ def open_resume(settings: Settings, rootdir: Path) -> Opened:
         )
     stages = load_stages(run_dir / rundir.STAGES_SNAPSHOT)
     if settings.stages != "ALL":
-        outside = [k for k in select(stages, settings.stages) if k not in plan.stages]
-        if outside:
+        try:
+            select(stages, settings.stages)
+        except TuneError:
             raise TuneError(
-                f"stages outside the plan of {run_dir}: {', '.join(outside)}"
-            )
+                f"--tune-stages {settings.stages}: stages outside the plan of "
+                f"{run_dir} (planned: {', '.join(plan.stages)}); a resume runs "
+                "the plan it started with"
+            ) from None
     model = load_config_file(run_dir / rundir.CONFIG_SNAPSHOT, rootdir)
     now = current_logic_hashes(stages, rootdir)
     changed = [t for t, h in now.items() if h != plan.logic_hashes.get(t)]

@@ -209,6 +209,27 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(SerialLoop(plugin), f"{PLUGIN_NAME}-loop")
 
 
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto`` in a calibration: one worker per group of free GPUs."""
+    settings = read_settings(config)
+    if not settings.calibrating or settings.model is None:
+        return None
+    from .config import load_model
+    from .gpu import GpuPool
+    from .gpu import auto_workers
+    from .gpu import make_backend
+
+    try:
+        model = load_model(settings.models_dir, settings.model, config.rootpath)
+        backend = make_backend(settings.gpus, base=config.rootpath)
+        pool = GpuPool.from_env(model.gpu_exclude)
+    except TuneError:
+        return None  # the calibration itself reports the problem
+    per_test = max([model.gpus_default, *model.gpus_per_test.values()])
+    return auto_workers(backend, pool, per_test, model.gpu_free_mib)
+
+
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     # Run directories hold copies of results and logs, never tests.
     settings = config.stash.get(settings_key, None)

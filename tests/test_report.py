@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -16,6 +17,16 @@ from pytest_tune_ci import rundir
 
 sys.path.insert(0, str(Path(__file__).parent))
 import rundir_factory as factory
+
+
+# Import matplotlib (and numpy) in the outer session, at collection: a module
+# first imported inside a pytester in-process run is dropped after it, and
+# numpy cannot be loaded twice in one process.
+with contextlib.suppress(ImportError):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
 
 
 CONFIG = {

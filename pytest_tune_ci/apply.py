@@ -352,23 +352,24 @@ def _check_files(
     lines: list[str] = []
     for stage in stages:
         for m in stage.metrics:
-            if m.current_raw is None and sources.find(m.location) is None:
+            if m.current_raw is None:  # literals.find found nothing
                 what = "the file is gone"
                 if sources.get(m.location.file) is not None:
                     what = "the file no longer has this threshold"
                 lines.append(
                     f"{m.location.file}: {m.location.ref} ({m.threshold_id}): {what}"
                 )
-    # The hash covers every recognised location of the file: metrics and the
-    # not-calibrated entries of every stage, as discovery computed it.
+    # The hash covers every recognised location of the file (the metrics and
+    # not-calibrated entries of every stage of the snapshot), as the plan's
+    # was; a stage's own hash only stands in for a plan that lacks the file.
     located: dict[str, set[Location]] = {}
-    expected: dict[str, str] = dict(plan.logic_hashes)
+    expected = {f: h for f, h in plan.logic_hashes.items() if h}
     for snap in snapshot.values():
         for sm in snap.metrics.values():
             located.setdefault(sm.location.file, set()).add(_unlined(sm.location))
         for nc in snap.not_calibrated:
             located.setdefault(nc.location.file, set()).add(_unlined(nc.location))
-        if snap.test_logic_sha256:
+        if snap.test_logic_sha256 and snap.test not in plan.logic_hashes:
             expected.setdefault(snap.test, snap.test_logic_sha256)
     changed: list[str] = []
     for name in sorted(expected):

@@ -9,10 +9,12 @@ when a calibration was asked for.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
+from .errors import RunError
 from .errors import TuneError
 from .settings import APPLY_MODES
 from .settings import Settings
@@ -185,6 +187,10 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
 
     try:
         return commands.run(command, settings, config)
+    except RunError as exc:
+        # Refused on the state of a run (not on the options): exit code 1.
+        sys.stderr.write(f"ERROR: {exc}\n")
+        return 1
     except TuneError as exc:
         raise pytest.UsageError(str(exc)) from None
 
@@ -200,6 +206,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
     try:
         plugin = CalibrationPlugin(config, settings)
+    except RunError as exc:
+        pytest.exit(f"ERROR: {exc}", returncode=1)
     except TuneError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.pluginmanager.register(plugin, PLUGIN_NAME)

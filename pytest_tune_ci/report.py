@@ -297,9 +297,7 @@ def _run_row(k: int, record: StageRun | None, missing: str | None) -> RunRow:
         samples_ok=_count(counts.get("ok")),
         metrics=dict(record.metrics),
         attempts=len(record.attempts),
-        duration_s=record.duration_s
-        if rundir.is_finite_number(record.duration_s)
-        else None,
+        duration_s=_finite(record.duration_s),
         worker=record.worker,
         gpus=list(record.gpus),
         started_at=record.started_at,
@@ -742,7 +740,9 @@ def _context_line(stage: StageReport, data: ReportData) -> str:
     parts += [f"{name}={'?' if v is None else v}" for name, v in stage.context.items()]
     if stage.concurrency is not None and "CONCURRENCY" not in stage.context:
         parts.append(f"concurrency={stage.concurrency}")
-    parts.append(f"N={data.plan.repeats} runs")
+    n_ok = sum(1 for r in stage.runs if r.status == "ok")
+    runs = f"N={data.plan.repeats} runs"
+    parts.append(runs if n_ok == data.plan.repeats else f"{runs} ({n_ok} complete)")
     return "Context: " + " · ".join(parts)
 
 
@@ -1144,6 +1144,7 @@ def _stage_json(s: StageReport, data: ReportData) -> dict[str, Any]:
             "retries": rel.retries,
             "median_duration_s": rel.median_duration_s,
             "max_duration_s": rel.max_duration_s,
+            "overlaps": [f"{s.key}#{r.run}: {o}" for r in s.runs for o in r.overlaps],
         },
     }
 
@@ -1258,12 +1259,15 @@ def write_report(run_dir: Path, *, partial: bool = False) -> ReportResult:
     atomic.write_text(md_path, render_md(data))
     lines = [f"{'PARTIAL report' if data.partial else 'report'}: {md_path}"]
     changes = len(data.changes)
-    lines.append(
-        f"{changes} threshold change(s) proposed; apply with: "
-        f"pytest --tune-apply {where}"
-        if changes
-        else "no threshold changes proposed"
-    )
+    if data.partial:
+        lines.append(f"{changes} change(s) shown; a partial report is never applied")
+    elif changes:
+        lines.append(
+            f"{changes} threshold change(s) proposed; apply with: "
+            f"pytest --tune-apply {where}"
+        )
+    else:
+        lines.append("no threshold changes proposed")
     summary = os.environ.get(SUMMARY_ENV)
     if summary:
         try:

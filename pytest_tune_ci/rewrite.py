@@ -16,6 +16,7 @@ may come back as ``0.0012`` and ``1_000.5`` as ``1000.5``.
 from __future__ import annotations
 
 import ast
+import difflib
 import io
 import math
 import tokenize
@@ -294,8 +295,6 @@ def write_file(path: Path, edits: Sequence[Edit], *, name: str) -> list[Change]:
 
 def unified_diff(name: str, before: bytes, after: bytes) -> str:
     """A ``git apply``-able diff of one file; line endings are kept as they are."""
-    import difflib
-
     a = decode(before, name).text
     b = decode(after, name).text
     a_lines = _split_keep(a)

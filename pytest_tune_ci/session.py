@@ -24,6 +24,7 @@ from . import atomic
 from . import classify
 from . import harvest
 from . import planning
+from . import procs
 from . import rundir
 from .coordination import Coordinator
 from .errors import TuneError
@@ -96,6 +97,9 @@ class CalibrationPlugin:
         self.stages = opened.stages
         self.notes.extend(opened.notes)
         self._apply_auto_env()
+        if not self.is_controller:
+            # Servers that daemonize stay in our tree, so we can end them.
+            procs.enable_subreaper()
         if config.args_source != pytest.Config.ArgsSource.ARGS:
             # Nothing named on the command line: collect only what the stages
             # need instead of the whole suite.

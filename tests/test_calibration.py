@@ -206,3 +206,211 @@ def test_infrastructure_failures_are_retried_and_recorded(
     # Cut short long before the 30 s hang would have ended by itself.
     assert attempts[0]["duration_s"] < 20
     result.stdout.fnmatch_lines([f"*attempt 1: {outcome}*retrying*"])
+
+
+def test_crash_in_watched_log_ends_the_hang_and_leaves_no_process(
+    pytester: pytest.Pytester,
+) -> None:
+    write_model(
+        pytester,
+        "m",
+        CONFIG,
+        {
+            "suite/test_fix_ci.py": """
+                import json, os, subprocess, sys, time
+                import pytest
+                FIX_MIN_ACCURACY = 0.5
+
+                @pytest.fixture(scope="module")
+                def server(tmp_path_factory):
+                    log = tmp_path_factory.mktemp("server") / "server.log"
+                    proc = subprocess.Popen(
+                        [sys.executable, "-c", "import time; time.sleep(300)"],
+                        start_new_session=True,  # as servers often do
+                    )
+                    with open(os.environ["PIDS"], "a") as fh:
+                        fh.write(f"{proc.pid}\\n")
+                    log.write_text("health: Connection refused\\n")
+                    yield log
+                    # No teardown: a careless suite leaves its server behind.
+
+                def test_one(server, tmp_path):
+                    if os.environ["TUNE_CI_ATTEMPT"] == "1":
+                        with open(server, "a") as fh:
+                            fh.write("Router failed to start: worker 0 exited\\n")
+                        time.sleep(120)
+                    (tmp_path / "res.json").write_text(
+                        json.dumps({"summary": {"accuracy": 0.7}}))
+            """
+        },
+    )
+    pids = pytester.path / "pids.txt"
+    foreign = __import__("subprocess").Popen(
+        [__import__("sys").executable, "-c", "import time; time.sleep(300)"]
+    )
+    try:
+        os.environ["PIDS"] = str(pids)
+        result = pytester.runpytest_subprocess(
+            "--tune-model", "m", "--tune-repeats", "1"
+        )
+    finally:
+        del os.environ["PIDS"]
+    try:
+        assert result.ret == 0, result.stdout.str()
+        record = read_run(run_dir_of(pytester), "fix_accuracy", 1)
+        first = record["attempts"][0]  # type: ignore[index]
+        assert first["outcome"] == "crash"
+        assert "Router failed to start" in first["reason"]
+        assert first["duration_s"] < 30  # the hang would have lasted 120 s
+        started = [int(x) for x in pids.read_text().split()]
+        assert len(started) == 2
+        for pid in started:
+            assert not _alive(pid), f"server {pid} of the calibration still runs"
+        assert foreign.poll() is None  # a process we did not start is untouched
+    finally:
+        foreign.kill()
+        foreign.wait()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().split(")")[-1].split()[0] != "Z"
+
+
+def test_passed_tests_with_unreadable_results_stop_the_run(
+    pytester: pytest.Pytester,
+) -> None:
+    write_model(
+        pytester,
+        "m",
+        CONFIG,
+        {
+            "suite/test_fix_ci.py": """
+                import json
+                FIX_MIN_ACCURACY = 0.5
+
+                def test_one(tmp_path):
+                    (tmp_path / "res.json").write_text(
+                        json.dumps({"summary": {"acc": 0.7}}))
+            """
+        },
+    )
+    result = pytester.runpytest("--tune-model", "m", "--tune-repeats", "3")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        [
+            "*STOPPED*suite/test_fix_ci.py passed but their results could not be*"
+            "metric_sources.test_fix_ci.py*key 'summary.accuracy' missing*",
+        ]
+    )
+    run_dir = run_dir_of(pytester)
+    assert not (run_dir / "fix_accuracy" / "run2.json").exists()  # no more GPU hours
+
+
+def test_stale_stages_are_refused(pytester: pytest.Pytester) -> None:
+    write_model(pytester, "m", CONFIG, FIXTURE_SUITE)
+    assert pytester.runpytest("--tune-model", "m", "--tune-discover").ret == 0
+    test = pytester.path / "suite" / "test_fix_ci.py"
+    # A threshold change keeps stages.yaml valid ...
+    test.write_text(test.read_text().replace("= 0.5", "= 0.55"))
+    assert pytester.runpytest("--tune-model", "m", "--tune-repeats", "1").ret == 0
+    # ... a change of logic does not.
+    test.write_text(test.read_text().replace("def test_two", "def test_three"))
+    result = pytester.runpytest("--tune-model", "m", "--tune-repeats", "1")
+    assert result.ret == 4
+    result.stderr.fnmatch_lines(["*stages.yaml is stale*suite/test_fix_ci.py*"])
+
+
+def test_discovery_runs_first_when_stages_yaml_is_missing(
+    pytester: pytest.Pytester,
+) -> None:
+    write_model(pytester, "m", CONFIG, FIXTURE_SUITE)
+    result = pytester.runpytest("--tune-model", "m", "--tune-repeats", "1")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*no stages.yaml for m yet: ran discovery first*"])
+    assert (pytester.path / "models" / "m" / "stages.yaml").exists()
+
+
+def test_a_narrower_selection_calibrates_only_what_it_feeds(
+    pytester: pytest.Pytester,
+) -> None:
+    config = (
+        CONFIG
+        + """
+  test_other_ci.py:
+    json_file: "test_other0/res.json"
+    paths: {accuracy: "summary.accuracy"}
+"""
+    )
+    files = dict(FIXTURE_SUITE)
+    files["suite/test_other_ci.py"] = """
+        import json
+        OTHER_MIN_ACCURACY = 0.5
+
+        def test_other(tmp_path):
+            (tmp_path / "res.json").write_text(json.dumps({"summary": {"accuracy": 1}}))
+    """
+    files["suite/test_unrelated.py"] = "def test_x():\n    pass\n"
+    write_model(pytester, "m", config, files)
+    result = pytester.runpytest(
+        "suite/test_other_ci.py",
+        "suite/test_unrelated.py",
+        "--tune-model",
+        "m",
+        "--tune-repeats",
+        "2",
+    )
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "*this selection feeds 1 stage(s): other_accuracy*",
+            "*1 deselected*",
+        ]
+    )
+    plan = json.loads((run_dir_of(pytester) / "plan.json").read_text())
+    assert plan["stages"] == ["other_accuracy"]
+
+
+def test_extra_env_and_args_apply_to_their_file_only(pytester: pytest.Pytester) -> None:
+    config = CONFIG.replace(
+        "metric_sources:",
+        'extra_env:\n  test_fix_ci.py: {DEMO_MODE: "fast"}\n'
+        'pytest_extra_args:\n  test_fix_ci.py: ["--concurrency", "16"]\nmetric_sources:',
+    )
+    write_model(
+        pytester,
+        "m",
+        config,
+        {
+            "conftest.py": """
+                def pytest_addoption(parser):
+                    parser.addoption("--concurrency", type=int, default=1)
+            """,
+            "suite/test_fix_ci.py": """
+                import json, os
+                FIX_MIN_ACCURACY = 0.5
+
+                def test_one(request, tmp_path):
+                    assert os.environ["DEMO_MODE"] == "fast"
+                    assert request.config.getoption("concurrency") == 16
+                    (tmp_path / "res.json").write_text(
+                        json.dumps({"summary": {"accuracy": 0.7}}))
+            """,
+        },
+    )
+    result = pytester.runpytest("--tune-model", "m", "--tune-repeats", "2")
+    assert result.ret == 0, result.stdout.str()
+    assert "DEMO_MODE" not in os.environ
+    bad = CONFIG.replace(
+        "metric_sources:",
+        'pytest_extra_args:\n  test_fix_ci.py: ["--no-such-option"]\nmetric_sources:',
+    )
+    (pytester.path / "models" / "m" / "config.yaml").write_text(bad)
+    (pytester.path / "models" / "m" / "stages.yaml").unlink()
+    result = pytester.runpytest("--tune-model", "m", "--tune-repeats", "1")
+    assert result.ret == 4
+    result.stderr.fnmatch_lines(["*test_fix_ci.py*--no-such-option*in-process*"])

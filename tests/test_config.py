@@ -157,7 +157,8 @@ def test_legacy_config_loads(tmp_path: Path) -> None:
         "summary.total_samples", "speed.completed_requests"
     )
     assert a.counts_for("wer") == CountSources(
-        "test_a0/a/wer.json::per_sample.__len__", "test_a0/a/wer.json::summary.evaluated"
+        "test_a0/a/wer.json::per_sample.__len__",
+        "test_a0/a/wer.json::summary.evaluated",
     )
     assert a.counts_for("speed") == a.sample_counts
     assert a.expected_for("speed") == 50
@@ -254,7 +255,11 @@ def test_plugin_keys(tmp_path: Path) -> None:
     assert model.watch_logs == ["server_logs/*.log"]
     assert model.attempt_timeout_s == 3600
     assert model.stall_timeout_s == 900.5
-    assert (model.gpu_free_mib, model.gpu_wait_s, model.gpu_exclude) == (1024, 30, [6, 7])
+    assert (model.gpu_free_mib, model.gpu_wait_s, model.gpu_exclude) == (
+        1024,
+        30,
+        [6, 7],
+    )
     assert model.exclusive_groups == ["speed"]
     assert model.threshold_policy == {
         "default": ThresholdPolicy("worst"),
@@ -314,7 +319,8 @@ def test_plugin_keys(tmp_path: Path) -> None:
             id="negative-gpus-per-test",
         ),
         pytest.param(
-            MINIMAL + "metric_sources:\n  test_x.py:\n    json_file: ../../etc/x.json\n",
+            MINIMAL
+            + "metric_sources:\n  test_x.py:\n    json_file: ../../etc/x.json\n",
             "metric_sources.test_x.py.json_file",
             "expected a path inside its base directory, got '../../etc/x.json'",
             id="json-file-escapes",
@@ -358,8 +364,7 @@ def test_plugin_keys(tmp_path: Path) -> None:
         pytest.param(
             MINIMAL + "threshold_policy: {speed: 'slack:-1'}\n",
             "threshold_policy.speed",
-            "expected worst, slack:P (P >= 0) or predict:A (0 < A < 1), "
-            "got 'slack:-1'",
+            "expected worst, slack:P (P >= 0) or predict:A (0 < A < 1), got 'slack:-1'",
             id="bad-policy-value",
         ),
         pytest.param(
@@ -516,13 +521,17 @@ def test_duplicate_yaml_key(tmp_path: Path) -> None:
 
 def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
     write(tmp_path, "- name: m\n")
-    with pytest.raises(ConfigError, match="expected a mapping of config keys, got a list"):
+    with pytest.raises(
+        ConfigError, match="expected a mapping of config keys, got a list"
+    ):
         load_model(tmp_path / "models", "m", tmp_path)
 
 
 def test_name_must_match_directory(tmp_path: Path) -> None:
     write(tmp_path, MINIMAL.replace("name: m", "name: other"))
-    with pytest.raises(ConfigError, match="name: expected 'm' \\(the directory name\\)"):
+    with pytest.raises(
+        ConfigError, match="name: expected 'm' \\(the directory name\\)"
+    ):
         load_model(tmp_path / "models", "m", tmp_path)
 
 

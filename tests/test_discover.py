@@ -148,7 +148,10 @@ def test_discovery_writes_stages(make: Make, tmp_path: Path) -> None:
     assert acc.test_file_sha256 == file_sha256(raw)
     metric = acc.metrics["accuracy"]
     assert metric.source == "SPEED_MIN_ACCURACY"
-    assert (metric.json_file, metric.json_path) == ("run0/results.json", "summary.accuracy")
+    assert (metric.json_file, metric.json_path) == (
+        "run0/results.json",
+        "summary.accuracy",
+    )
     assert (metric.worst, metric.status, metric.current, metric.integer) == (
         "min",
         "OK",
@@ -250,7 +253,9 @@ def _speed_model(make: Make, extra: str, prelude: str) -> ModelConfig:
         pytest.param("", "CONCURRENCY: int = 16\n", id="annotated-constant"),
         pytest.param("concurrency: {test_speed_ci.py: 16}\n", "", id="config"),
         pytest.param(
-            "concurrency: {test_speed_ci.py: 16}\n", "CONCURRENCY = 8\n", id="config-wins"
+            "concurrency: {test_speed_ci.py: 16}\n",
+            "CONCURRENCY = 8\n",
+            id="config-wins",
         ),
         pytest.param(
             "pytest_extra_args: {test_speed_ci.py: ['-v', '--concurrency', '16']}\n",
@@ -275,7 +280,9 @@ def test_multi_key_dict_uses_the_tests_concurrency(
         "_SPEED_P95[16]['throughput_qps']",
         "_SPEED_P95[16]['latency_mean_s']",
     ]
-    assert [(u.location.ref, u.reason, u.metric, u.current) for u in speed.not_calibrated] == [
+    assert [
+        (u.location.ref, u.reason, u.metric, u.current) for u in speed.not_calibrated
+    ] == [
         (
             "_SPEED_P95[8]['throughput_qps']",
             "key 8 is not the test's concurrency 16",
@@ -448,7 +455,8 @@ def test_thresholds_override_name_rules(make: Make, tmp_path: Path) -> None:
 def test_explicit_claim_beats_a_name_rule(make: Make, tmp_path: Path) -> None:
     model = make(
         HEAD
-        + "metric_sources:\n  test_speed_ci.py: {json_file: r.json, paths: {accuracy: a}}\n"
+        + "metric_sources:\n"
+        + "  test_speed_ci.py: {json_file: r.json, paths: {accuracy: a}}\n"
         + "thresholds:\n  test_speed_ci.py: {SCORE: accuracy}\n",
         {"tests/test_speed_ci.py": "X_MIN_ACCURACY = 0.5\nSCORE = 0.6\n"},
     )
@@ -577,7 +585,9 @@ def test_variants(make: Make, tmp_path: Path) -> None:
     assert speed.concurrency == 16
     assert speed.sample_counts is not None
     assert speed.sample_counts["ok"].json_file == "ns0/speed_results.json"
-    assert speed.metrics["rtf_mean"].location.ref == "_VC_NON_STREAM_P95[16]['rtf_mean']"
+    assert (
+        speed.metrics["rtf_mean"].location.ref == "_VC_NON_STREAM_P95[16]['rtf_mean']"
+    )
     # One symbol claimed by two variants is one stage each.
     for key in ("tts_nonstream_reliability", "tts_stream_reliability"):
         failed = stages[key].metrics["failed_requests"]
@@ -621,9 +631,7 @@ def test_threshold_file(make: Make, tmp_path: Path) -> None:
     )
     test = "from limits import *\n\ndef test_it():\n    run(max_samples=N)\n"
     limits = "N = 5\nSPEED_MIN_ACCURACY = 0.5\n_P95 = {16: {'throughput_qps': 2.0}}\n"
-    model = make(
-        config, {"tests/test_speed_ci.py": test, "tests/limits.py": limits}
-    )
+    model = make(config, {"tests/test_speed_ci.py": test, "tests/limits.py": limits})
     stages = discover_model(model, tmp_path).stages
     acc = stages["speed_accuracy"]
     loc = acc.metrics["accuracy"].location

@@ -193,7 +193,9 @@ def test_extended_adds_a_metric_and_patterns() -> None:
 
 
 def test_added_patterns_win_over_builtin_rules() -> None:
-    reg = BUILTIN.extended({"latency_p95_s": MetricUpdate(patterns=(r".*RTF_MEAN_MAX",))})
+    reg = BUILTIN.extended(
+        {"latency_p95_s": MetricUpdate(patterns=(r".*RTF_MEAN_MAX",))}
+    )
     assert reg.match_name("X_RTF_MEAN_MAX") == "latency_p95_s"
 
 

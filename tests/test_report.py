@@ -10,13 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import rundir_factory as factory
 
 from pytest_tune_ci import report
 from pytest_tune_ci import rundir
-
-
-sys.path.insert(0, str(Path(__file__).parent))
-import rundir_factory as factory
 
 
 # Import matplotlib (and numpy) in the outer session, at collection: a module
@@ -26,7 +23,7 @@ with contextlib.suppress(ImportError):
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot  # noqa: F401
+    import matplotlib.pyplot
 
 
 CONFIG = {
@@ -359,12 +356,15 @@ def test_partial_banner(tmp_path: Path, no_plots: None) -> None:
     assert lines[0] == "# CI threshold calibration: demo"
     assert lines[1].startswith("> **PARTIAL**: 1 of 15 stage-runs")
     assert result.lines[0].startswith("PARTIAL report:")
+    assert "never applied" in result.lines[1]
     data = json.loads((run_dir / "report.json").read_text())
     assert data["partial"] is True
     assert data["missing"] == [
         {"stage": "demo_speed", "run": 3, "reason": "missing file"}
     ]
-    table = rows(section("\n".join(lines), "## 3. DEMO Speed"))
+    text = section("\n".join(lines), "## 3. DEMO Speed")
+    assert "· N=5 runs (4 complete)" in text
+    table = rows(text)
     assert table["3 (missing: missing file)"] == ["?", "?", "—", "—"]
     assert "**Worst-of-4**" in table
     speed = data["stages"][2]["metrics"][0]
@@ -575,6 +575,25 @@ def test_needs_config_and_unknown_current(tmp_path: Path, no_plots: None) -> Non
     wer_metric = data["stages"][1]["metrics"][0]
     assert wer_metric["flags"] == ["needs_config"]
     assert wer_metric["proposed"] is None
+
+
+def test_without_config_or_stage_snapshot_entry(tmp_path: Path, no_plots: None) -> None:
+    from pytest_tune_ci.stages import dump_stages
+    from pytest_tune_ci.stages import load_stages
+
+    run_dir = factory.make_run_dir(tmp_path, factory.demo_stages())
+    (run_dir / "config.yaml").unlink()
+    snapshot = run_dir / "stages.yaml"
+    stages = load_stages(snapshot)
+    del stages["demo_accuracy"]
+    snapshot.write_text(dump_stages(stages))
+    assert report.write_report(run_dir).exit_code == 0
+    md = (run_dir / "report.md").read_text()
+    assert "not in the stages.yaml snapshot" in section(md, "## 1. demo_accuracy")
+    data = json.loads((run_dir / "report.json").read_text())
+    n50 = data["stages"][1]["metrics"][1]
+    assert n50["proposed"] == 2 and isinstance(n50["proposed"], int)
+    assert n50["false_alarm_current"]["factor"] == 1.0
 
 
 def test_not_a_run_dir(tmp_path: Path) -> None:

@@ -37,6 +37,10 @@ def _mib(value: Any) -> int | None:
 class NvmlBackend:
     """Polls NVML; built only by :func:`open_nvml` once ``nvmlInit`` succeeded."""
 
+    # TODO: in a container without the host PID namespace NVML's pids do not
+    # match ours, so our own processes look foreign (safe: waited on, never
+    # signalled); map them through /proc/<pid>/status NSpid if that bites.
+
     name = "nvml"
     enabled = True
     notice: str | None = None

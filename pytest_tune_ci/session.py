@@ -26,6 +26,7 @@ from . import harvest
 from . import planning
 from . import procs
 from . import rundir
+from .config import load_config_file
 from .coordination import Coordinator
 from .errors import TuneError
 from .runner import AttemptResult
@@ -35,6 +36,7 @@ from .runner import parse_extra_args
 from .runner import utcnow
 from .settings import Settings
 from .stages import Stage
+from .stages import load_stages
 
 
 WORKERINPUT_KEY = "tune_ci_run_dir"
@@ -73,12 +75,12 @@ class CalibrationPlugin:
             self.run_dir: Path | None = Path(str(workerinput[WORKERINPUT_KEY]))
             self.plan = rundir.read_plan(self.run_dir)
             opened = planning.Opened(
-                model=planning.load_config_file(
+                model=load_config_file(
                     self.run_dir / rundir.CONFIG_SNAPSHOT, self.rootdir
                 ),
                 stages={
                     k: v
-                    for k, v in planning.load_stages(
+                    for k, v in load_stages(
                         self.run_dir / rundir.STAGES_SNAPSHOT
                     ).items()
                     if k in self.plan.stages

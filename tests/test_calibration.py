@@ -379,7 +379,8 @@ def test_extra_env_and_args_apply_to_their_file_only(pytester: pytest.Pytester) 
     config = CONFIG.replace(
         "metric_sources:",
         'extra_env:\n  test_fix_ci.py: {DEMO_MODE: "fast"}\n'
-        'pytest_extra_args:\n  test_fix_ci.py: ["--concurrency", "16"]\nmetric_sources:',
+        'pytest_extra_args:\n  test_fix_ci.py: ["--concurrency", "16"]\n'
+        "metric_sources:",
     )
     write_model(
         pytester,

@@ -585,12 +585,16 @@ def _check_names(scan: _FileScan, units: list[_Unit], model: ModelConfig) -> Non
         for unit in units
         for c in candidates(unit.constants.module, unit.constants.rel)
     }
+    dicts = {symbol for symbol, inner in every if inner is not None}
     for symbol, inner in model.thresholds.get(scan.basename, {}):
-        if (symbol, inner) not in every:
-            shown = symbol if inner is None else f"{symbol}[{inner!r}]"
-            scan.problems.append(
-                f"  {scan.rel}: thresholds: {shown} is not a numeric constant there"
-            )
+        if (symbol, inner) in every:
+            continue
+        if inner is None and symbol in dicts:
+            what = f"is a dict of metrics; name its entries as {symbol}[inner_key]"
+        else:
+            what = "is not a numeric constant there"
+        shown = symbol if inner is None else f"{symbol}[{inner!r}]"
+        scan.problems.append(f"  {scan.rel}: thresholds: {shown} {what}")
 
 
 def _locations(stages: Iterable[Stage]) -> list[Location]:
@@ -639,6 +643,12 @@ def _config_key_problems(model: ModelConfig, files: list[str]) -> list[str]:
     ]
 
 
+def _origin(stage: Stage) -> str:
+    if stage.variant is None:
+        return stage.test
+    return f"{stage.test} (variant {stage.variant})"
+
+
 def discover_stages(
     model: ModelConfig, rootdir: Path
 ) -> tuple[dict[str, Stage], list[str]]:
@@ -652,10 +662,11 @@ def discover_stages(
         problems.extend(file_problems)
         for stage in file_stages:
             if stage.key in stages:
+                first = stages[stage.key]
                 raise TuneError(
-                    f"stage key {stage.key!r} comes from both "
-                    f"{stages[stage.key].test} and {stage.test}; give them "
-                    "distinct bases (stage_base_strip_prefix/suffix)"
+                    f"stage key {stage.key!r} comes from both {_origin(first)} "
+                    f"and {_origin(stage)}; give them distinct bases "
+                    "(stage_base_strip_prefix/suffix, stage_base_override)"
                 )
             stages[stage.key] = stage
     for stage in stages.values():

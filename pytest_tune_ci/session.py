@@ -143,6 +143,7 @@ class CalibrationPlugin:
             if not precheck.get("ok", True):
                 for line in lines:
                     self._say(f"precheck: {line}")
+                self._precheck_failed(precheck)
         self.plan = planning.create_run(
             run_dir,
             self.opened,
@@ -212,7 +213,6 @@ class CalibrationPlugin:
                     self._create_plan(workers=1)
                 except TuneError as exc:
                     raise pytest.UsageError(str(exc)) from None
-                self._check_precheck()
         if self.is_worker:
             # xdist must schedule nothing: this worker claims stage-runs itself.
             self._worker_items = kept
@@ -246,19 +246,16 @@ class CalibrationPlugin:
         self.stages = {k: v for k, v in self.stages.items() if k in keep}
         self.opened.stages = self.stages
 
-    def _check_precheck(self) -> None:
-        assert self.plan is not None
-        pre = self.plan.precheck
-        if pre is not None and not pre.get("ok", True):
-            failed = [
-                f"{c.get('name')}: {c.get('detail')} ({c.get('fix')})"
-                for c in pre.get("checks", [])
-                if not c.get("ok", True)
-            ]
-            pytest.exit(
-                "tune-ci: precheck failed, nothing was run:\n  " + "\n  ".join(failed),
-                returncode=1,
-            )
+    def _precheck_failed(self, pre: dict[str, Any]) -> None:
+        failed = [
+            f"{c.get('name')}: {c.get('detail')} ({c.get('fix')})"
+            for c in pre.get("checks", [])
+            if not c.get("ok", True)
+        ]
+        pytest.exit(
+            "tune-ci: precheck failed, nothing was run:\n  " + "\n  ".join(failed),
+            returncode=1,
+        )
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -269,7 +266,6 @@ class CalibrationPlugin:
                 self._create_plan(workers=_xdist_workers(self.config))
             except TuneError as exc:
                 raise pytest.UsageError(str(exc)) from None
-            self._check_precheck()
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:

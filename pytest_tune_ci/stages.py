@@ -572,7 +572,9 @@ def select(stages: dict[str, Stage], spec: str) -> list[str]:
     for token in (t.strip() for t in spec.split(",")):
         if not token:
             continue
-        if token in stages:
+        if token == "ALL":
+            hits = list(stages)
+        elif token in stages:
             hits = [token]
         elif token.startswith("@") and token[1:] in by_group:
             hits = by_group[token[1:]]

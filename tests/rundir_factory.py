@@ -9,6 +9,7 @@ a run dir with plan.json, stages.yaml, config.yaml, precheck.json and every
 from __future__ import annotations
 
 import ast
+import json
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import datetime
@@ -225,8 +226,6 @@ def make_run_dir(
         yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8"
     )
     if precheck is not None:
-        import json
-
         (out / rundir.PRECHECK).write_text(json.dumps(precheck, indent=2) + "\n")
     if dirty:
         (out / rundir.WORKSPACE_DIFF).write_text("diff --git a/x b/x\n")

@@ -13,6 +13,7 @@ from pytest_tune_ci.discover import candidates
 from pytest_tune_ci.discover import check_fresh
 from pytest_tune_ci.discover import discover_model
 from pytest_tune_ci.errors import ConfigError
+from pytest_tune_ci.errors import TuneError
 from pytest_tune_ci.logic import file_sha256
 from pytest_tune_ci.logic import logic_hash
 from pytest_tune_ci.stages import Location
@@ -705,5 +706,36 @@ def test_bare_path_without_json_file_needs_config(make: Make, tmp_path: Path) ->
 
 def test_unparsable_test_file(make: Make, tmp_path: Path) -> None:
     model = make(HEAD, {"tests/test_bad.py": "X = (\n"})
-    with pytest.raises(Exception, match=r"tests/test_bad.py:1: cannot parse test file"):
+    with pytest.raises(TuneError, match=r"tests/test_bad.py:1: cannot parse test file"):
         discover_model(model, tmp_path)
+
+
+def test_thresholds_naming_a_dict_symbol(make: Make, tmp_path: Path) -> None:
+    model = make(
+        HEAD
+        + "metric_sources:\n  test_speed_ci.py: {json_file: r.json}\n"
+        + "thresholds:\n  test_speed_ci.py: {LIMITS: throughput_qps}\n",
+        {"tests/test_speed_ci.py": "LIMITS = {'qps': 2.5}\n"},
+    )
+    result = discover_model(model, tmp_path)
+    assert result.stages == {}
+    assert result.summary_lines[1:] == [
+        "  tests/test_speed_ci.py: thresholds: LIMITS is a dict of metrics; name "
+        "its entries as LIMITS[inner_key]"
+    ]
+
+
+def test_clashing_stage_keys(make: Make, tmp_path: Path) -> None:
+    model = make(
+        HEAD.replace("tests/test_*.py", "tests/**/test_*.py"),
+        {
+            "tests/a/test_speed_ci.py": "X_MIN_ACCURACY = 0.5\n",
+            "tests/b/test_speed_ci.py": "Y_MIN_ACCURACY = 0.5\n",
+        },
+    )
+    with pytest.raises(TuneError) as info:
+        discover_model(model, tmp_path)
+    assert str(info.value).startswith(
+        "stage key 'speed_accuracy' comes from both tests/a/test_speed_ci.py and "
+        "tests/b/test_speed_ci.py; "
+    )

@@ -110,6 +110,16 @@ STAGES = {
     ("spec", "keys"),
     [
         ("ALL", list(STAGES)),
+        (
+            "@wer,ALL",
+            [
+                "tts_nonstream_wer",
+                "tts_stream_wer",
+                *list(STAGES)[:2],
+                "tts_nonstream_speed",
+                "tts_stream_speed",
+            ],
+        ),
         ("mmmu_speed", ["mmmu_speed"]),
         ("mmmu", ["mmmu_accuracy", "mmmu_speed"]),
         ("tts_stream", ["tts_stream_wer", "tts_stream_speed"]),

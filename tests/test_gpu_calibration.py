@@ -103,7 +103,8 @@ def test_a_stale_process_of_the_calibration_is_ended_and_the_repeat_starts(
         from pathlib import Path
 
         def pytest_configure(config):
-            proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+            sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+            proc = subprocess.Popen(sleeper)
             Path("stale.pid").write_text(str(proc.pid))
             sim = {"gpus": [{"index": 0, "name": "NVIDIA H20",
                     "memory_total_mib": 97871, "memory_used_mib": 17708,

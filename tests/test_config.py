@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pytest_tune_ci.config import CountSources
+from pytest_tune_ci.config import ModelConfig
 from pytest_tune_ci.config import ThresholdPolicy
 from pytest_tune_ci.config import list_models
 from pytest_tune_ci.config import load_config_file
@@ -115,7 +116,7 @@ def write(tmp_path: Path, text: str, name: str = "m") -> Path:
     return path
 
 
-def load(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
+def load(tmp_path: Path, text: str) -> ModelConfig:
     write(tmp_path, text)
     return load_model(tmp_path / "models", "m", tmp_path)
 

@@ -149,6 +149,7 @@ def _repeat(ctx: Context, root: Path) -> float:
 def _subproc(ctx: Context, root: Path, tag: str) -> float:
     total = 0.0
     base = root / "legacy" / tag
+    base.mkdir(parents=True, exist_ok=True)
     for k in range(1, REPEATS + 1):
         for i in range(FILES):
             test = f"suite/test_f{i:02d}_ci.py"

@@ -133,6 +133,8 @@ def harvest(stage: Stage, basetemp: Path) -> Harvest:
         except _Bad as exc:
             out.metrics[key] = None
             out.problems.append(f"{key}: {exc}")
+    if stage.observation_validity is not None:
+        _check_validity(reader, stage.observation_validity, out)
     for name, ref in (stage.sample_counts or {}).items():
         try:
             out.sample_counts[name] = int(_value(reader, ref, count=True))
@@ -144,6 +146,25 @@ def harvest(stage: Stage, basetemp: Path) -> Harvest:
             out.sample_counts[name] = None
             out.problems.append(f"sample_counts.{name}: {exc}")
     return out
+
+
+def _check_validity(reader: _Reader, ref: JsonRef, out: Harvest) -> None:
+    """The benchmark's own verdict on its run: a JSON ``true`` or it is void."""
+    file, path = split_ref(ref)
+    where = f"{file}::{path}"
+    try:
+        if not file:
+            raise _Bad(f"{path}: no json_file configured for this path")
+        node = _follow(reader.load(file), path, where)
+    except _Missing as exc:
+        out.problems.append(f"observation_validity: {exc}")
+        out.missing = True
+        return
+    except _Bad as exc:
+        out.problems.append(f"observation_validity: {exc}")
+        return
+    if node is not True:
+        out.problems.append(f"observation_validity: {where} is {node!r}, not true")
 
 
 def completeness_problems(stage: Stage, result: Harvest) -> list[str]:

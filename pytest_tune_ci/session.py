@@ -13,6 +13,8 @@ import json
 import os
 import statistics
 import time
+from datetime import datetime
+from datetime import timedelta
 from collections.abc import Callable
 from collections.abc import Generator
 from pathlib import Path
@@ -428,7 +430,10 @@ class CalibrationPlugin:
                         f"{result.outcome} ({result.reason}); retrying"
                     )
         last = attempts[-1]
-        finished_at = utcnow()
+        # The span a stage-run really ran (not its waits for locks or GPUs),
+        # so that overlaps between stage-runs mean what they say.
+        started_at = attempts[0].started_at or started_at
+        finished_at = _plus(last.started_at, last.duration_s) or utcnow()
         duration = round(time.monotonic() - start, 3)
         harvests = {s.key: harvest.harvest(s, basetemp) for s in todo}
         tests_failed = last.outcome == "failed"
@@ -513,6 +518,8 @@ class CalibrationPlugin:
             reason = (
                 "" if last.outcome == classify.OK else "threshold assertions failed"
             )
+        elif last.outcome == classify.ERROR and problems:
+            reason = "; ".join(problems) + f" (tests failed: {last.reason})"
         elif not valid_outcome:
             reason = f"{last.outcome}: {last.reason}"
         else:
@@ -754,6 +761,14 @@ def _xdist_workers(config: pytest.Config) -> int:
         return int(n)
     except (TypeError, ValueError):
         return 1
+
+
+def _plus(stamp: str, seconds: float) -> str | None:
+    try:
+        start = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ")
+    except ValueError:
+        return None
+    return (start + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _head(root: Path) -> str | None:

@@ -415,3 +415,57 @@ def test_extra_env_and_args_apply_to_their_file_only(pytester: pytest.Pytester) 
     result = pytester.runpytest("--tune-model", "m", "--tune-repeats", "1")
     assert result.ret == 4
     result.stderr.fnmatch_lines(["*test_fix_ci.py*--no-such-option*in-process*"])
+
+
+def test_invalid_and_non_finite_observations_never_count(
+    pytester: pytest.Pytester,
+) -> None:
+    config = CONFIG.replace(
+        'paths: {accuracy: "summary.accuracy"}',
+        'paths: {accuracy: "summary.accuracy"}\n'
+        '    observation_validity: "summary.valid"\n'
+        '    sample_counts: {total: "summary.n", ok: "summary.done"}\n'
+        "    expected_samples: 4",
+    )
+    write_model(
+        pytester,
+        "m",
+        config,
+        {
+            "suite/test_fix_ci.py": """
+                import os
+                FIX_MIN_ACCURACY = 0.5
+                CASES = {
+                    "1": '{"accuracy": NaN, "valid": true, "n": 4, "done": 4}',
+                    "2": '{"accuracy": 0.7, "valid": false, "n": 4, "done": 4}',
+                    "3": '{"accuracy": 0.7, "valid": true, "n": 4, "done": 3}',
+                    "4": '{"accuracy": 0.7, "valid": true, "n": 5, "done": 5}',
+                    "5": '{"accuracy": "0.7", "valid": true, "n": 4, "done": 4}',
+                    "6": '{"accuracy": true, "valid": true, "n": 4, "done": 4}',
+                    "7": '{"accuracy": 0.7, "valid": true, "n": 4, "done": 4}',
+                }
+
+                def test_one(tmp_path):
+                    k = os.environ["TUNE_CI_REPEAT"]
+                    (tmp_path / "res.json").write_text(
+                        '{"summary": ' + CASES[k] + "}")
+                    assert False, "threshold assert: an observation all the same"
+            """
+        },
+    )
+    result = pytester.runpytest(
+        "--tune-model", "m", "--tune-repeats", "7", "--tune-max-passes", "1"
+    )
+    assert result.ret == 1
+    run_dir = run_dir_of(pytester)
+    reasons = {k: read_run(run_dir, "fix_accuracy", k)["reason"] for k in range(1, 8)}
+    assert "test_one0/res.json::summary.accuracy" in str(reasons[1])
+    assert "finite" in str(reasons[1])
+    assert "summary.valid is False, not true" in str(reasons[2])
+    assert "partial samples: ok=3 of total=4" in str(reasons[3])
+    assert "total=5, expected_samples=4" in str(reasons[4])
+    assert "expected a number, got '0.7'" in str(reasons[5])
+    assert "expected a number, got True" in str(reasons[6])
+    seventh = read_run(run_dir, "fix_accuracy", 7)
+    assert (seventh["status"], seventh["outcome"]) == ("ok", "threshold")
+    result.stdout.fnmatch_lines(["*complete: 1/7 stage-runs*"])

@@ -142,3 +142,48 @@ def test_a_killed_worker_s_stage_run_is_run_again(
     found = records(project.path / "run")
     assert len(found) == FILES * 2
     assert all(r["status"] == "ok" for r in found.values())
+
+
+def test_exclusive_groups_run_alone_and_n_auto_uses_free_gpu_groups(
+    pytester: pytest.Pytester,
+) -> None:
+    config = CONFIG.replace(
+        "gpu_wait_s: 60", "gpu_wait_s: 60\nexclusive_groups: [speed]"
+    )
+    config += """  test_s_ci.py:
+    json_file: "test_s0/res.json"
+    paths: {throughput_qps: "qps"}
+"""
+    files = dict(SUITE)
+    files["suite/test_s_ci.py"] = """
+        import json, time
+        _S_P95 = {1: {"throughput_qps": 2.0}}
+
+        def test_s(tmp_path):
+            time.sleep(0.3)
+            (tmp_path / "res.json").write_text(json.dumps({"qps": 2.5}))
+    """
+    write_model(pytester, "m", config, files)
+    sim_gpus(pytester.path / "gpus.json", 3)  # -n auto: one worker per free GPU
+    result = pytester.runpytest_subprocess(
+        "--tune-model",
+        "m",
+        "--tune-repeats",
+        "2",
+        "--tune-gpus",
+        "sim:gpus.json",
+        "-n",
+        "auto",
+        "--tune-output-dir=run",
+    )
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["*3 workers*"])
+    found = records(pytester.path / "run")
+    speed = [r for (stage, _k), r in found.items() if stage == "s_speed"]
+    others = [r for (stage, _k), r in found.items() if stage != "s_speed"]
+    assert len(speed) == 2 and len(others) == FILES * 2
+    for s in speed:
+        for o in others:
+            assert _t(s["finished_at"]) <= _t(o["started_at"]) or _t(
+                o["finished_at"]
+            ) <= _t(s["started_at"]), "a speed stage-run overlapped another"

@@ -13,10 +13,10 @@ import json
 import os
 import statistics
 import time
-from datetime import datetime
-from datetime import timedelta
 from collections.abc import Callable
 from collections.abc import Generator
+from datetime import datetime
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 

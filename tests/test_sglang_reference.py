@@ -23,8 +23,11 @@ from pytest_tune_ci.stages import load_stages
 
 REPO = Path(__file__).resolve().parent.parent
 ROOT = os.environ.get("TUNE_CI_SGLANG_ROOT")
+# The legacy tool's files, in the shared folder beside the checkout.
 LEGACY_REF = Path(
-    os.environ.get("TUNE_CI_LEGACY_REF", "/work/shared/reference/sglang-omni")
+    os.environ.get(
+        "TUNE_CI_LEGACY_REF", str(REPO.parent / "shared" / "reference" / "sglang-omni")
+    )
 )
 
 pytestmark = pytest.mark.skipif(

@@ -56,6 +56,7 @@ class Coordinator:
         self.say = say
         self._gate: Gate | None = None
         self._run_dir: Path | None = None
+        self._said: set[str] = set()
 
     @property
     def notice(self) -> str | None:
@@ -114,6 +115,11 @@ class Coordinator:
             )
             if decided.cleaned:
                 self.say(f"ended stale calibration process(es) {decided.cleaned}")
+            for note in decided.notes:
+                # e.g. memory the calibrating process holds itself: once each.
+                if note not in self._said and note != self.backend.notice:
+                    self._said.add(note)
+                    self.say(note)
             try:
                 yield lease
             finally:

@@ -469,3 +469,33 @@ def test_invalid_and_non_finite_observations_never_count(
     seventh = read_run(run_dir, "fix_accuracy", 7)
     assert (seventh["status"], seventh["outcome"]) == ("ok", "threshold")
     result.stdout.fnmatch_lines(["*complete: 1/7 stage-runs*"])
+
+
+def test_lines_a_healthy_server_prints_are_no_crash(pytester: pytest.Pytester) -> None:
+    write_model(
+        pytester,
+        "m",
+        CONFIG,
+        {
+            "suite/test_fix_ci.py": """
+                import json, time
+                FIX_MIN_ACCURACY = 0.5
+
+                def test_one(tmp_path, tmp_path_factory):
+                    log = tmp_path_factory.mktemp("server") / "server.log"
+                    for line in ("connect: Connection refused (health poll)",
+                                 "OSError: Address already in use, trying 30001",
+                                 "AssertionError in health check, retrying"):
+                        print(line, flush=True)
+                        with open(log, "a") as fh:
+                            fh.write(line + "\\n")
+                        time.sleep(0.3)
+                    (tmp_path / "res.json").write_text(
+                        json.dumps({"summary": {"accuracy": 0.7}}))
+            """
+        },
+    )
+    result = pytester.runpytest("--tune-model", "m", "--tune-repeats", "1")
+    assert result.ret == 0, result.stdout.str()
+    record = read_run(run_dir_of(pytester), "fix_accuracy", 1)
+    assert [a["outcome"] for a in record["attempts"]] == ["ok"]  # type: ignore[union-attr]

@@ -200,9 +200,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[settings_key] = settings
     if not settings.calibrating:
         return
+    from .loops import SerialLoop
+    from .loops import WorkerLoop
     from .session import CalibrationPlugin
-    from .session import SerialLoop
-    from .session import WorkerLoop
 
     try:
         plugin = CalibrationPlugin(config, settings)

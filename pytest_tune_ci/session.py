@@ -14,7 +14,6 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from collections.abc import Generator
 from datetime import datetime
 from datetime import timedelta
 from pathlib import Path
@@ -210,7 +209,8 @@ class CalibrationPlugin:
                     parse_extra_args(config, unit.extra_args, unit.basename)
                 except TuneError as exc:
                     raise pytest.UsageError(str(exc)) from None
-            if self.plan is None:
+            # A collect-only run (an IDE discovering tests) plans nothing.
+            if self.plan is None and not config.option.collectonly:
                 try:
                     self._create_plan(workers=1)
                 except TuneError as exc:
@@ -681,71 +681,6 @@ class CalibrationPlugin:
             tr.write_line(f"resume with: pytest --tune-resume {self.run_dir}")
         for line in self.report_lines:
             tr.write_line(line)
-
-
-class SerialLoop:
-    """Owns pytest's run loop in a calibration without xdist."""
-
-    def __init__(self, calibration: CalibrationPlugin) -> None:
-        self.calibration = calibration
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtestloop(self, session: pytest.Session) -> bool:
-        if session.config.option.collectonly:
-            return True
-        self.calibration.calibrate(session)
-        return True
-
-
-class WorkerLoop:
-    """Runs the calibration on an xdist worker before xdist's own (empty) loop."""
-
-    def __init__(self, calibration: CalibrationPlugin) -> None:
-        self.calibration = calibration
-
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtestloop(
-        self, session: pytest.Session
-    ) -> Generator[None, object, object]:
-        cal = self.calibration
-        items = getattr(cal, "_worker_items", [])
-        interactor = _worker_interactor(session.config)
-        saved = session.items
-        session.items = items
-        try:
-            with _xdist_reporting(cal, interactor, items):
-                cal.calibrate(session)
-        finally:
-            session.items = saved
-        return (yield)
-
-
-@contextlib.contextmanager
-def _xdist_reporting(
-    cal: CalibrationPlugin, interactor: Any, items: list[pytest.Item]
-) -> Generator[None]:
-    """Let xdist forward our reports: it looks each one up by item index."""
-    if interactor is None:
-        yield
-        return
-    index = {item.nodeid: i for i, item in enumerate(items)}
-
-    def before(item: pytest.Item) -> None:
-        interactor.item_index = index[item.nodeid]
-
-    cal.before_item = before
-    try:
-        yield
-    finally:
-        cal.before_item = None
-
-
-def _worker_interactor(config: pytest.Config) -> Any:
-    """xdist's worker-side plugin (registered without a name)."""
-    for plugin in config.pluginmanager.get_plugins():
-        if type(plugin).__name__ == "WorkerInteractor":
-            return plugin
-    return None
 
 
 def _xdist_active(config: pytest.Config) -> bool:

@@ -45,7 +45,7 @@ from .stages import Stage
 if sys.version_info >= (3, 11):
     import tomllib
 else:
-    # TODO: add "tomli; python_version < '3.11'" to the dependencies.
+    # A dependency on Python 3.10 (see pyproject.toml); kept soft all the same.
     try:
         import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
     except ImportError:

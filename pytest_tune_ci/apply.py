@@ -228,6 +228,17 @@ def _load_run(run_dir: Path) -> tuple[rundir.Plan, dict[str, Any], dict[str, Sta
             f"{path}: the report is PARTIAL; a partial run is never applied. "
             f"Re-run pytest --tune-report {run_dir} now that the run is complete"
         )
+    covered = {
+        str(s.get("stage_key"))
+        for s in report.get("stages") or []
+        if isinstance(s, dict)
+    }
+    uncovered = [key for key in plan.stages if key not in covered]
+    if uncovered:
+        raise RunError(
+            f"{path}: the report does not cover the planned stage(s) "
+            f"{', '.join(uncovered)}; re-write it with pytest --tune-report {run_dir}"
+        )
     snapshot_path = run_dir / rundir.STAGES_SNAPSHOT
     if not snapshot_path.exists():
         raise RunError(f"{snapshot_path}: missing; not a complete calibration run dir")
@@ -403,17 +414,16 @@ class Answer:
 
 def read_answers(path: Path, plan: ApplyPlan) -> dict[str, Answer]:
     """The answers file: threshold id -> ``keep`` | ``apply`` | a number."""
-    import yaml
+    from .config import load_yaml
 
     name = str(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(name, "", "no such answers file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(name, "", f"unreadable ({exc})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(name, "", f"not valid YAML ({exc})") from None
+    data = load_yaml(raw, name)
     if data is None:
         return {}
     if not isinstance(data, dict):

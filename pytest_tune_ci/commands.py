@@ -109,11 +109,15 @@ def _report(settings: Settings, config: pytest.Config) -> int:
     from .report import write_report
 
     assert settings.report is not None
-    out = _writer(config)
     result = write_report(settings.report, partial=settings.report_partial)
+    if result.exit_code != 0:
+        # A refusal reads like every other refusal: one ERROR line on stderr.
+        sys.stderr.write("ERROR: " + "\n  ".join(result.lines) + "\n")
+        return result.exit_code
+    out = _writer(config)
     for text in result.lines:
         out(text)
-    return result.exit_code
+    return 0
 
 
 def _apply_plan(settings: Settings, config: pytest.Config) -> int:

@@ -8,6 +8,7 @@ changed: same plan, same test logic.
 
 from __future__ import annotations
 
+import ast
 import platform
 import shutil
 import socket
@@ -27,6 +28,7 @@ from .config import load_config_file
 from .config import load_model
 from .discover import check_fresh
 from .discover import discover_model
+from .discover import discover_stages
 from .errors import RunError
 from .errors import TuneError
 from .logic import logic_hash
@@ -59,10 +61,14 @@ def open_new(settings: Settings, rootdir: Path) -> Opened:
     model = load_model(settings.models_dir, settings.model, rootdir)
     notes: list[str] = []
     if not model.stages_path.exists():
+        # Refuse a bad selection before anything is written.
+        found, _problems = discover_stages(model, rootdir)
+        select(found, settings.stages)
         result = discover_model(model, rootdir)
         notes.append(f"no stages.yaml for {model.name} yet: ran discovery first")
         notes.extend(result.summary_lines)
     stages = load_stages(model.stages_path)
+    _check_test_files(stages, rootdir)
     stale = check_fresh(stages, rootdir)
     if stale:
         raise TuneError(
@@ -73,6 +79,27 @@ def open_new(settings: Settings, rootdir: Path) -> Opened:
         )
     chosen = select(stages, settings.stages)
     return Opened(model, {key: stages[key] for key in chosen}, notes)
+
+
+def _check_test_files(stages: dict[str, Stage], rootdir: Path) -> None:
+    """A missing or unparsable test file is named as such, not as stale."""
+    for test in sorted({s.test for s in stages.values()}):
+        path = rootdir / test
+        try:
+            source = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise TuneError(
+                f"{test}: test file missing (named by the stages of this model); "
+                "restore it or discover again"
+            ) from None
+        except OSError as exc:
+            raise TuneError(f"{test}: unreadable test file ({exc})") from None
+        try:
+            ast.parse(source, filename=test)
+        except SyntaxError as exc:
+            raise TuneError(
+                f"{test}:{exc.lineno}: cannot parse test file: {exc.msg}"
+            ) from None
 
 
 def file_locations(stages: dict[str, Stage]) -> dict[str, list[Location]]:
@@ -136,13 +163,42 @@ def refresh_currents(stages: dict[str, Stage], rootdir: Path) -> dict[str, Stage
     return fresh
 
 
-def check_new_run_dir(run_dir: Path) -> None:
+# What a calibration killed before its plan was written can leave behind; a
+# directory holding anything else is someone else's and is never written to.
+_BEFORE_PLAN = {
+    rundir.PRECHECK,
+    rundir.STAGES_SNAPSHOT,
+    rundir.CONFIG_SNAPSHOT,
+    rundir.WORKSPACE_DIFF,
+    ".tune-write-check",
+}
+
+
+def check_new_run_dir(run_dir: Path, protected: list[Path] | None = None) -> None:
     """Refuse a directory that already holds a plan, and one we cannot write."""
     if (run_dir / rundir.PLAN).exists():
         raise TuneError(
             f"{run_dir} already holds a calibration plan; resume it with "
             f"--tune-resume {run_dir}, or choose another --tune-output-dir"
         )
+    target = run_dir.resolve()
+    for path in protected or []:
+        if path.resolve().is_relative_to(target):
+            raise TuneError(
+                f"--tune-output-dir {run_dir}: the run dir would hold {path}; "
+                "choose an empty or new directory"
+            )
+    if run_dir.is_dir():
+        foreign = sorted(
+            p.name
+            for p in run_dir.iterdir()
+            if p.name not in _BEFORE_PLAN and not p.name.endswith(atomic.TMP_SUFFIX)
+        )
+        if foreign:
+            raise TuneError(
+                f"--tune-output-dir {run_dir}: not empty (holds "
+                f"{', '.join(foreign[:5])}); choose an empty or new directory"
+            )
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".tune-write-check"
@@ -150,6 +206,13 @@ def check_new_run_dir(run_dir: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise TuneError(f"{run_dir}: cannot write the run directory ({exc})") from None
+
+
+def protected_paths(opened: Opened, rootdir: Path) -> list[Path]:
+    """Files a run dir must never contain: the model's and the tests'."""
+    paths = [opened.model.path, opened.model.stages_path]
+    paths += [rootdir / s.test for s in opened.stages.values()]
+    return paths
 
 
 def create_run(
@@ -161,7 +224,7 @@ def create_run(
     workers: int,
     precheck: dict[str, object] | None,
 ) -> rundir.Plan:
-    check_new_run_dir(run_dir)
+    check_new_run_dir(run_dir, protected_paths(opened, rootdir))
     stages = refresh_currents(opened.stages, rootdir)
     git = gitinfo.state(rootdir)
     hashes = current_logic_hashes(stages, rootdir)
@@ -210,7 +273,11 @@ def open_resume(settings: Settings, rootdir: Path) -> Opened:
             f"--tune-repeats {settings.repeats} conflicts with the plan of "
             f"{run_dir} ({plan.repeats} repeats); the plan is immutable"
         )
-    stages = load_stages(run_dir / rundir.STAGES_SNAPSHOT)
+    try:
+        stages = load_stages(run_dir / rundir.STAGES_SNAPSHOT)
+        model = load_config_file(run_dir / rundir.CONFIG_SNAPSHOT, rootdir)
+    except TuneError as exc:
+        raise RunError(f"cannot resume {run_dir}: {exc}") from None
     if settings.stages != "ALL":
         try:
             select(stages, settings.stages)
@@ -220,7 +287,6 @@ def open_resume(settings: Settings, rootdir: Path) -> Opened:
                 f"{run_dir} (planned: {', '.join(plan.stages)}); a resume runs "
                 "the plan it started with"
             ) from None
-    model = load_config_file(run_dir / rundir.CONFIG_SNAPSHOT, rootdir)
     now = current_logic_hashes(stages, rootdir)
     changed = [t for t, h in now.items() if h != plan.logic_hashes.get(t)]
     if changed:

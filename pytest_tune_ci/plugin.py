@@ -130,9 +130,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("tune_gpus", "Default GPU backend (nvml, none, sim:PATH)")
 
 
-def _path(value: object, base: Path) -> Path | None:
+def _path(value: object, base: Path, option: str) -> Path | None:
     if value is None:
         return None
+    if not str(value).strip():
+        raise pytest.UsageError(f"{option}: expected a path, got an empty value")
     path = Path(str(value))
     return path if path.is_absolute() else base / path
 
@@ -151,23 +153,23 @@ def read_settings(config: pytest.Config) -> Settings:
         repeats=repeats if repeats is not None else DEFAULT_REPEATS,
         repeats_given=repeats is not None,
         stages=opt.tune_stages,
-        output_dir=_path(opt.tune_output_dir, cwd),
-        resume=_path(opt.tune_resume, cwd),
+        output_dir=_path(opt.tune_output_dir, cwd, "--tune-output-dir"),
+        resume=_path(opt.tune_resume, cwd, "--tune-resume"),
         max_attempts=opt.tune_max_attempts,
         max_passes=opt.tune_max_passes,
         models_list=opt.tune_models_list,
         stages_list=opt.tune_stages_list,
         discover=opt.tune_discover,
-        status=_path(opt.tune_status, cwd),
+        status=_path(opt.tune_status, cwd, "--tune-status"),
         gpus=gpus,
         precheck=opt.tune_precheck,
         skip_precheck=opt.tune_skip_precheck,
-        report=_path(opt.tune_report, cwd),
+        report=_path(opt.tune_report, cwd, "--tune-report"),
         report_partial=opt.tune_report_partial,
-        apply_plan=_path(opt.tune_apply_plan, cwd),
-        apply=_path(opt.tune_apply, cwd),
+        apply_plan=_path(opt.tune_apply_plan, cwd, "--tune-apply-plan"),
+        apply=_path(opt.tune_apply, cwd, "--tune-apply"),
         apply_mode=opt.tune_apply_mode,
-        apply_answers=_path(opt.tune_apply_answers, cwd),
+        apply_answers=_path(opt.tune_apply_answers, cwd, "--tune-apply-answers"),
         models_dir=root / str(config.getini("tune_models_dir")),
         output_root=root / str(config.getini("tune_output_root")),
     )

@@ -63,9 +63,39 @@ class Plan:
     @classmethod
     def from_json(cls, data: dict[str, Any], source: str) -> Plan:
         try:
-            return cls(**data)
+            plan = cls(**data)
         except TypeError as exc:
             raise RunError(f"{source}: not a pytest-tune-ci plan ({exc})") from None
+        plan._check(source)
+        return plan
+
+    def _check(self, source: str) -> None:
+        """Refuse a plan whose fields have the wrong types (a hand edit)."""
+        expected: dict[str, tuple[type, ...]] = {
+            "model": (str,),
+            "stages": (list,),
+            "repeats": (int,),
+            "dirty": (bool,),
+            "logic_hashes": (dict,),
+            "plugin_version": (str,),
+            "started_at": (str,),
+            "equivalent_commits": (list,),
+            "resumes": (list,),
+            "workers": (int,),
+        }
+        for name, types in expected.items():
+            value = getattr(self, name)
+            if not isinstance(value, types) or (
+                types == (int,) and isinstance(value, bool)
+            ):
+                raise RunError(
+                    f"{source}: {name}: expected {types[0].__name__}, "
+                    f"got {type(value).__name__}"
+                )
+        if not all(isinstance(s, str) for s in self.stages) or not self.stages:
+            raise RunError(f"{source}: stages: expected a non-empty list of stage keys")
+        if self.repeats < 1:
+            raise RunError(f"{source}: repeats: expected a positive integer")
 
 
 @dataclass
@@ -159,8 +189,10 @@ def read_stage_run(run_dir: Path, stage: str, k: int) -> StageRun | None:
     path = stage_run_path(run_dir, stage, k)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            return None
         return StageRun.from_json(data)
-    except (OSError, ValueError, TypeError, KeyError):
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
 
 

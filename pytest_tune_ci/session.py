@@ -135,7 +135,9 @@ class CalibrationPlugin:
         run_dir = self.settings.output_dir or planning.default_run_dir(
             self.settings, self.model.name, self.settings.repeats
         )
-        planning.check_new_run_dir(run_dir)
+        planning.check_new_run_dir(
+            run_dir, planning.protected_paths(self.opened, self.rootdir)
+        )
         precheck = None
         if not self.settings.skip_precheck:
             precheck, lines = self.gpu.precheck(

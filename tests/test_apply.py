@@ -387,7 +387,7 @@ def test_smart_with_an_answers_file(project: pytest.Pytester, run_dir: Path) -> 
         ("mmmu_accuracy.accuracy: .nan\n", "mmmu_accuracy.accuracy: expected keep, "
          "apply or a number, got nan"),
         ("- mmmu_accuracy.accuracy\n", "expected a mapping of threshold id*"),
-        ("a: [\n", "not valid YAML*"),
+        ("a: [\n", "*line 2: invalid YAML*"),
     ],
 )  # fmt: skip
 def test_bad_answers_file_is_a_usage_error(

@@ -10,7 +10,6 @@ directory is given.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Collection
 from collections.abc import Iterable
@@ -31,6 +30,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from . import atomic
+from . import gitinfo
 from .errors import ConfigError
 from .errors import TuneError
 from .gpu.backend import Backend
@@ -331,28 +331,9 @@ def check_gpus(
 
 
 def git_state(rootdir: Path) -> dict[str, Any]:
-    sha = _git(rootdir, "rev-parse", "HEAD")
-    branch = _git(rootdir, "rev-parse", "--abbrev-ref", "HEAD")
-    status = _git(rootdir, "status", "--porcelain") if sha is not None else None
+    state = gitinfo.state(rootdir)
     return {
-        "sha": sha,
-        "branch": branch,
-        "dirty": None if status is None else bool(status),
+        "sha": state.sha,
+        "branch": state.branch,
+        "dirty": None if state.sha is None else state.dirty,
     }
-
-
-def _git(rootdir: Path, *args: str) -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", *args],
-            cwd=rootdir,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if done.returncode != 0:
-        return None
-    return done.stdout.strip()

@@ -12,6 +12,7 @@ import json
 import os
 import statistics
 from collections import Counter
+from dataclasses import asdict
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import datetime
@@ -1039,36 +1040,15 @@ def render_md(data: ReportData) -> str:
 
 
 def _summary_json(s: Summary) -> dict[str, Any]:
-    return {
-        "n": s.n,
-        "median": s.median,
-        "mean": s.mean,
-        "stdev": s.stdev,
-        "cv": s.cv,
-        "min": s.min,
-        "max": s.max,
-    }
+    return asdict(s)
 
 
 def _rate_json(r: Rate) -> dict[str, Any]:
-    return {
-        "value": r.value,
-        "factor": r.factor,
-        "enforced": r.enforced,
-        "empirical": r.empirical,
-        "normal": r.normal,
-        "fails_observed": r.fails_observed,
-    }
+    return asdict(r)
 
 
 def _location_json(loc: Location) -> dict[str, Any]:
-    return {
-        "file": loc.file,
-        "symbol": loc.symbol,
-        "outer_key": loc.outer_key,
-        "inner_key": loc.inner_key,
-        "line": loc.line,
-    }
+    return asdict(loc)
 
 
 def _metric_json(m: MetricReport) -> dict[str, Any]:

@@ -265,7 +265,23 @@ class CalibrationPlugin:
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         if self.is_controller and self.plan is None:
             # No collection happens on the xdist controller: plan from the
-            # stages, before the workers start.
+            # stages, before the workers start. The plan cannot see what -k,
+            # -m or a node id would leave out, so those are refused here.
+            opt = self.config.option
+            narrowing = [
+                flag
+                for flag, given in (
+                    ("-k", opt.keyword),
+                    ("-m", opt.markexpr),
+                    ("a node id", any("::" in str(a) for a in self.config.args)),
+                )
+                if given
+            ]
+            if narrowing:
+                raise pytest.UsageError(
+                    f"a calibration with -n cannot be narrowed by "
+                    f"{', '.join(narrowing)}; select stages with --tune-stages"
+                )
             try:
                 self._create_plan(workers=_xdist_workers(self.config))
             except TuneError as exc:

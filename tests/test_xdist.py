@@ -187,3 +187,14 @@ def test_exclusive_groups_run_alone_and_n_auto_uses_free_gpu_groups(
             assert _t(s["finished_at"]) <= _t(o["started_at"]) or _t(
                 o["finished_at"]
             ) <= _t(s["started_at"]), "a speed stage-run overlapped another"
+
+
+def test_narrowing_by_keyword_is_refused_with_workers(
+    project: pytest.Pytester,
+) -> None:
+    result = project.runpytest(
+        "--tune-model", "m", "--tune-repeats", "1", "-n", "2", "-k", "f1"
+    )
+    assert result.ret == 4
+    result.stderr.fnmatch_lines(["*with -n cannot be narrowed by -k*--tune-stages*"])
+    assert not (project.path / ".tune-runs").exists()

@@ -48,6 +48,13 @@ def _stem(test: str) -> str:
 
 
 class CalibrationPlugin:
+    """One calibration: serial, an xdist controller, or an xdist worker.
+
+    The controller (or the serial session) owns the plan, the terminal lines,
+    the report and the exit code; every process that runs tests claims
+    stage-runs through the run directory and writes their records itself.
+    """
+
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
         self.config = config
         self.settings = settings

@@ -85,6 +85,21 @@ def write_project(root: Path, model: str, config: str, files: dict[str, str]) ->
     return root
 
 
+def no_matplotlib(root: Path) -> dict[str, str]:
+    """Environment additions under which ``import matplotlib`` fails: no plots.
+
+    The report draws no plots without matplotlib; this prices the plots
+    without a plugin option for it.
+    """
+    shim = root / "no-matplotlib" / "matplotlib"
+    shim.mkdir(parents=True, exist_ok=True)
+    (shim / "__init__.py").write_text('raise ImportError("hidden by the bench")\n')
+    path = os.pathsep.join(
+        p for p in (str(shim.parent), os.environ.get("PYTHONPATH", "")) if p
+    )
+    return {"PYTHONPATH": path}
+
+
 def bench_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of every measured command: no inherited pytest options."""
     env = {
@@ -128,7 +143,9 @@ def run(
     )
     seconds = time.perf_counter() - t0
     with open(ctx.log, "a", encoding="utf-8") as fh:
-        fh.write(f"$ (cd {cwd}; {' '.join(cmd)})  # {seconds:.2f}s rc={proc.returncode}\n")
+        fh.write(
+            f"$ (cd {cwd}; {' '.join(cmd)})  # {seconds:.2f}s rc={proc.returncode}\n"
+        )
         fh.write(proc.stdout[-4000:] + "\n")
     if proc.returncode not in ok_codes:
         raise RuntimeError(
@@ -150,7 +167,9 @@ def spread(values: Sequence[float]) -> str:
     """``median (min–max, n=N)`` for a detail cell."""
     if len(values) == 1:
         return f"{values[0]:.2f}"
-    return f"{median(values):.2f} ({min(values):.2f}–{max(values):.2f}, n={len(values)})"
+    return (
+        f"{median(values):.2f} ({min(values):.2f}–{max(values):.2f}, n={len(values)})"
+    )
 
 
 def parse_utc(text: str) -> float:

@@ -6,25 +6,36 @@ round by round (this machine is noisy):
 
 - ``calib``: ``pytest --tune-model bench --tune-repeats 5`` (precheck, report
   and plots included);
-- ``calib-noprecheck``: the same with ``--tune-skip-precheck`` (only to price
-  the precheck);
+- ``calib-noplots``: the same where matplotlib cannot be imported (the
+  report then draws no plots), to price the plots;
 - ``repeat``: ``pytest --count 5 --repeat-scope module`` (pytest-repeat; it
   builds each module fixture once, not five times);
 - ``plain5``: five sequential plain ``pytest`` runs of the suite;
 - ``subproc``: one ``python -m pytest FILE --basetemp=...`` per file per
   repeat, one after the other (what the legacy tool does).
+
+The precheck is priced on its own: ``--tune-precheck`` against
+``--tune-stages-list``, two no-test commands with the same start-up.
+
+All of it runs with bytecode caching on (see run.py). Process start-up is what
+``subproc`` pays a hundred times, so one extra pair, ``calib`` and ``subproc``
+with ``PYTHONDONTWRITEBYTECODE=1`` (as this machine and many CI images set),
+shows how that ratio depends on it.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from common import NO_CACHE
 from common import Context
 from common import Figure
+from common import bench_env
 from common import median
+from common import no_matplotlib
 from common import parse_utc
 from common import pytest_cmd
 from common import run
@@ -38,11 +49,14 @@ TESTS = 10
 SLEEP_S = 0.01
 REPEATS = 5
 MODEL = "bench"
+# As this machine runs Python: no pyc written, none but site-packages' read
+# (an empty PYTHONPYCACHEPREFIX counts as unset).
+NO_BYTECODE = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": ""}
 
 
 def _test_file(i: int) -> str:
     cases = "".join(
-        f'''
+        f"""
 def test_case_{j}(results):
     time.sleep({SLEEP_S})
     value = 0.6 + 0.01 * {j}
@@ -50,10 +64,10 @@ def test_case_{j}(results):
         json.dumps({{"summary": {{"accuracy": value, "total": 10}}}})
     )
     assert value >= F{i:02d}_MIN_ACCURACY
-'''
+"""
         for j in range(TESTS)
     )
-    return f'''"""Generated: {TESTS} tests of {SLEEP_S * 1000:.0f} ms around a module fixture."""
+    return f'''"""{TESTS} tests of {SLEEP_S * 1000:.0f} ms, a module fixture."""
 
 import json
 import time
@@ -92,43 +106,50 @@ def make_suite(root: Path) -> Path:
     return write_project(root, MODEL, _config(), files)
 
 
-def _calib(ctx: Context, root: Path, tag: str, *extra: str) -> float:
+@dataclass
+class Breakdown:
+    startup_s: float  # launch to the first attempt
+    per_run_ms: float  # attempt time per stage-run beyond the tests' sleep
+    tail_s: float  # last attempt to exit: report, plots, terminal summary
+
+
+BREAKDOWNS: list[Breakdown] = []
+
+
+def _calib(
+    ctx: Context, root: Path, tag: str, env: dict[str, str] | None = None
+) -> float:
     out = root / "runs" / tag
-    ran = run(
-        pytest_cmd(
-            "--tune-model",
-            MODEL,
-            "--tune-repeats",
-            str(REPEATS),
-            "--tune-gpus",
-            "none",
-            "--tune-output-dir",
-            str(out),
-            "-q",
-            *NO_CACHE,
-            *extra,
-        ),
-        root,
-        ctx,
+    cmd = pytest_cmd(
+        "--tune-model",
+        MODEL,
+        "--tune-repeats",
+        str(REPEATS),
+        "--tune-gpus",
+        "none",
+        "--tune-output-dir",
+        str(out),
+        "-q",
+        *NO_CACHE,
     )
+    ran = run(cmd, root, ctx, env=bench_env(env))
     if "report:" not in ran.output:
         raise RuntimeError(f"calibration {tag} wrote no report:\n{ran.output[-2000:]}")
-    _breakdown(out, ran.started, ran.seconds, ctx)
+    if env is None:
+        BREAKDOWNS.append(_breakdown(out, ran.started, ran.seconds))
     return ran.seconds
 
 
-def _breakdown(run_dir: Path, started: float, seconds: float, ctx: Context) -> None:
+def _breakdown(run_dir: Path, started: float, seconds: float) -> Breakdown:
     """Where a calibration's time went, from its stage-run records."""
     records = stage_runs(run_dir)
     starts = [parse_utc(r["started_at"]) for r in records]
     ends = [parse_utc(r["finished_at"]) for r in records]
     loop = sum(float(r["duration_s"]) for r in records)
-    ideal = len(records) * TESTS * SLEEP_S
-    ctx.notes.append(
-        f"calib breakdown: start-up to first attempt {min(starts) - started:.2f}s, "
-        f"attempts {loop:.2f}s for {len(records)} stage-runs "
-        f"(sleep alone {ideal:.2f}s), last attempt to exit "
-        f"{started + seconds - max(ends):.2f}s (report, plots, exit)"
+    return Breakdown(
+        startup_s=min(starts) - started,
+        per_run_ms=1000 * (loop / len(records) - TESTS * SLEEP_S),
+        tail_s=started + seconds - max(ends),
     )
 
 
@@ -146,42 +167,64 @@ def _repeat(ctx: Context, root: Path) -> float:
     return run(cmd, root, ctx).seconds
 
 
-def _subproc(ctx: Context, root: Path, tag: str) -> float:
+def _subproc(
+    ctx: Context, root: Path, tag: str, k: int, env: dict[str, str] | None = None
+) -> float:
+    """Repeat ``k`` the legacy way, times the number of repeats.
+
+    One of the five repeats per round (a different one each round), times
+    five: each repeat is the same 20 processes, and all five would take a
+    minute or two a round on this machine.
+    """
     total = 0.0
     base = root / "legacy" / tag
     base.mkdir(parents=True, exist_ok=True)
-    for k in range(1, REPEATS + 1):
-        for i in range(FILES):
-            test = f"suite/test_f{i:02d}_ci.py"
-            basetemp = base / f"f{i:02d}_run{k}"
-            cmd = pytest_cmd(test, f"--basetemp={basetemp}", "-q", *NO_CACHE)
-            total += run(cmd, root, ctx).seconds
-            # The legacy tool reads the result JSON back out of the basetemp.
-            json.loads((basetemp / "results0" / "case_0.json").read_text())
+    for i in range(FILES):
+        test = f"suite/test_f{i:02d}_ci.py"
+        basetemp = base / f"f{i:02d}_run{k}"
+        cmd = pytest_cmd(test, f"--basetemp={basetemp}", "-q", *NO_CACHE)
+        total += run(cmd, root, ctx, env=bench_env(env)).seconds
+        # The legacy tool reads the result JSON back out of the basetemp.
+        json.loads((basetemp / "results0" / "case_0.json").read_text())
     shutil.rmtree(base, ignore_errors=True)
-    return total
+    return REPEATS * total
 
 
 def _one(ctx: Context, root: Path, name: str, r: int) -> float:
     if name == "calib":
         return _calib(ctx, root, f"r{r}")
-    if name == "calib-noprecheck":
-        return _calib(ctx, root, f"r{r}-np", "--tune-skip-precheck")
+    if name == "calib-noplots":
+        return _calib(ctx, root, f"r{r}-np", no_matplotlib(root))
     if name == "repeat":
         return _repeat(ctx, root)
     if name == "plain5":
         return _plain5(ctx, root)
-    return _subproc(ctx, root, f"r{r}")
+    return _subproc(ctx, root, f"r{r}", r % REPEATS + 1)
+
+
+def _precheck(ctx: Context, root: Path, pairs: int) -> list[float]:
+    """The precheck's own cost: the same no-test command with and without it."""
+    costs = []
+    for _ in range(pairs):
+        common = ["--tune-model", MODEL, "--tune-gpus", "none", *NO_CACHE]
+        with_it = run(pytest_cmd(*common, "--tune-precheck"), root, ctx).seconds
+        without = run(pytest_cmd(*common, "--tune-stages-list"), root, ctx).seconds
+        costs.append(with_it - without)
+    return costs
+
+
+def _ratio(num: list[float], den: list[float]) -> float:
+    return median([a / b for a, b in zip(num, den, strict=True)])
 
 
 def bench(ctx: Context) -> list[Figure]:
     root = make_suite(ctx.work / "overhead")
     ctx.say("overhead: discovery and a warm-up run")
     run(pytest_cmd("--tune-model", MODEL, "--tune-discover", *NO_CACHE), root, ctx)
-    run(pytest_cmd("suite", "-q", *NO_CACHE), root, ctx)  # compiles the files
+    run(pytest_cmd("suite", "-q", *NO_CACHE), root, ctx)  # fills the pyc caches
     times: dict[str, list[float]] = {
         "calib": [],
-        "calib-noprecheck": [],
+        "calib-noplots": [],
         "repeat": [],
         "plain5": [],
         "subproc": [],
@@ -195,51 +238,101 @@ def bench(ctx: Context) -> list[Figure]:
             seconds = _one(ctx, root, name, r)
             times[name].append(seconds)
             ctx.say(f"overhead:   {name} {seconds:.2f}s")
+    nobc: tuple[float, float] | None = None
+    if not ctx.quick:
+        ctx.say("overhead: PYTHONDONTWRITEBYTECODE=1 pair")
+        nobc_sub = _subproc(ctx, root, "nobc", 1, NO_BYTECODE)
+        nobc = (nobc_sub, _calib(ctx, root, "nobc", NO_BYTECODE))
+    precheck = _precheck(ctx, root, 3 if ctx.quick else 5)
     calib = times["calib"]
-    ratios = {
-        "repeat": median([c / x for c, x in zip(calib, times["repeat"], strict=True)]),
-        "plain5": median([c / x for c, x in zip(calib, times["plain5"], strict=True)]),
-        "subproc": median(
-            [x / c for c, x in zip(calib, times["subproc"], strict=True)]
-        ),
-    }
-    precheck = median(
-        [a - b for a, b in zip(calib, times["calib-noprecheck"], strict=True)]
-    )
-    seconds = ", ".join(f"{k} {spread(v)}" for k, v in times.items())
-    return [
+    noplots = times["calib-noplots"]
+    to_repeat = _ratio(calib, times["repeat"])
+    to_plain = _ratio(calib, times["plain5"])
+    legacy = _ratio(times["subproc"], calib)
+    listing = "; ".join(f"{k} {spread(v)} s" for k, v in times.items())
+    ctx.notes.append("seconds per alternative: " + listing)
+    figures = [
         Figure(
-            "1 overhead",
-            "calib / pytest-repeat (--count 5 --repeat-scope module)",
-            ratios["repeat"],
+            "1",
+            "calib / pytest-repeat --count 5 --repeat-scope module",
+            to_repeat,
             "x",
             "≤ 1.3x",
-            ratios["repeat"] <= 1.3,
-            "median of per-round ratios",
+            to_repeat <= 1.3,
+            f"calib {spread(calib)} s, repeat {spread(times['repeat'])} s",
         ),
         Figure(
-            "1 overhead",
+            "1",
             "calib / 5 sequential plain pytest runs",
-            ratios["plain5"],
+            to_plain,
             "x",
             "≤ 1.05x",
-            ratios["plain5"] <= 1.05,
+            to_plain <= 1.05,
+            f"plain x5 {spread(times['plain5'])} s",
         ),
         Figure(
-            "1 overhead",
-            "subprocess-per-file-per-repeat / calib",
-            ratios["subproc"],
+            "1",
+            "subprocess per file per repeat / calib",
+            legacy,
             "x",
             "≥ 5x",
-            ratios["subproc"] >= 5,
+            legacy >= 5,
+            f"subproc {spread(times['subproc'])} s (1 of 5 repeats per round, x5); "
+            f"subproc / pytest-repeat {_ratio(times['subproc'], times['repeat']):.2f}x",
         ),
         Figure(
-            "1 overhead",
-            "precheck cost (calib - calib --tune-skip-precheck)",
-            precheck,
+            "1",
+            "without plots: calib / pytest-repeat, calib / plain x5",
+            _ratio(noplots, times["repeat"]),
+            "x",
+            "",
+            None,
+            f"/ plain x5 {_ratio(noplots, times['plain5']):.2f}x; "
+            f"calib without plots {spread(noplots)} s",
+        ),
+        Figure(
+            "1",
+            "precheck cost (--tune-precheck minus --tune-stages-list)",
+            median(precheck),
             "s",
             "",
             None,
-            "seconds: " + seconds,
+            f"{spread(precheck)} s; calib runs include it",
+        ),
+        Figure(
+            "1",
+            "calib: start-up to first attempt",
+            median([b.startup_s for b in BREAKDOWNS]),
+            "s",
+            detail="collection, plan, precheck",
+        ),
+        Figure(
+            "1",
+            "calib: time per stage-run beyond the tests' sleep",
+            median([b.per_run_ms for b in BREAKDOWNS]),
+            "ms",
+            detail=f"{TESTS} tests per stage-run (pytest's own per-test cost "
+            f"included), {FILES * REPEATS} stage-runs",
+        ),
+        Figure(
+            "1",
+            "calib: last attempt to exit (report, 20 plots, summary)",
+            median([b.tail_s for b in BREAKDOWNS]),
+            "s",
         ),
     ]
+    if nobc is not None:
+        figures.insert(
+            3,
+            Figure(
+                "1",
+                "same, both with PYTHONDONTWRITEBYTECODE=1 (one pair)",
+                nobc[0] / nobc[1],
+                "x",
+                "",
+                None,
+                f"subproc {nobc[0]:.1f} s, calib {nobc[1]:.1f} s (as this machine "
+                "runs Python by default)",
+            ),
+        )
+    return figures

@@ -1,7 +1,7 @@
 """Run the pytest-tune-ci benchmarks and print one table of figures.
 
-    python bench/run.py            # everything (about 8 minutes on 2 cores)
-    python bench/run.py --quick    # fewer rounds and smaller sizes
+    python bench/run.py            # everything (about 9 minutes on 2 cores)
+    python bench/run.py --quick    # one round, fewer samples (about 4 minutes)
     python bench/run.py --only overhead,crash --rounds 3
 
 Each figure is a ratio or a latency measured side by side in this one run;
@@ -78,9 +78,15 @@ def table(rows: list[list[str]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds, smaller")
-    parser.add_argument("--only", default="", help="comma-separated: " + ",".join(BENCHES))
-    parser.add_argument("--rounds", type=int, default=0, help="rounds (default 3; 1 quick)")
-    parser.add_argument("--keep", action="store_true", help="keep the generated projects")
+    parser.add_argument(
+        "--only", default="", help="comma-separated: " + ",".join(BENCHES)
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=0, help="rounds (default 3; 1 quick)"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the generated projects"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     chosen = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHES)
@@ -90,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds or (1 if args.quick else 3)
     work = Path(tempfile.mkdtemp(prefix="tune-ci-bench-"))
     log = work / "commands.log"
+    # Measure with bytecode caching on, as on a normal CI host (this machine
+    # sets PYTHONDONTWRITEBYTECODE=1, which makes every pytest process
+    # recompile and assertion-rewrite its plugins and test files); the caches
+    # go to the work dir so nothing is written into the repository.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
     print(f"work dir {work} (command log: {log})", flush=True)
     figures: list[Figure] = []
     notes: list[str] = []

@@ -211,7 +211,11 @@ def load_yaml(raw: bytes | str, shown: str) -> Any:
         raise ConfigError(shown, "", f"invalid YAML: {exc}") from None
 
 
-class _StrictLoader(yaml.SafeLoader):
+# libyaml's parser where PyYAML has it: about 7x faster on big stages files.
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _StrictLoader(_SafeLoader):  # type: ignore[misc,valid-type]
     pass
 
 

@@ -35,6 +35,7 @@ def _write_plots(run_dir: Path, data: ReportData) -> None:
     if not plot.available():
         data.plot_note = f"Plots need matplotlib: `{PLOT_HINT}`."
         return
+    jobs = []
     for stage in data.stages:
         series = [
             plot.Series(
@@ -46,12 +47,19 @@ def _write_plots(run_dir: Path, data: ReportData) -> None:
             for m in stage.metrics
             if m.values
         ]
-        if not series:
-            continue
-        png = plot.stage_png(stage.title, [r.run for r in stage.runs], series)
+        if series:
+            rel = f"{PLOTS_DIR}/{stage.key}.png"
+            runs = [r.run for r in stage.runs]
+            jobs.append(plot.Job(str(run_dir / rel), stage.title, runs, series))
+    failed = plot.draw_all(jobs)
+    if failed is not None:
+        data.plot_note = f"No plots: {failed}."
+        return
+    drawn = {job.path for job in jobs}
+    for stage in data.stages:
         rel = f"{PLOTS_DIR}/{stage.key}.png"
-        atomic.write_bytes(run_dir / rel, png)
-        stage.plot = rel
+        if str(run_dir / rel) in drawn:
+            stage.plot = rel
 
 
 def _refusal(run_dir: Path, c: Completeness) -> list[str]:

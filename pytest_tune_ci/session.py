@@ -78,6 +78,8 @@ class CalibrationPlugin:
         self._worker_items: list[pytest.Item] = []
         self.report_lines: list[str] = []
         self.complete: rundir.Completeness | None = None
+        self._done_ok: int | None = None  # complete stage-runs, for the ETA
+        self._last_scan = 0.0
         if self.is_worker:
             assert workerinput is not None
             self.run_dir: Path | None = Path(str(workerinput[WORKERINPUT_KEY]))
@@ -293,6 +295,13 @@ class CalibrationPlugin:
                 self._create_plan(workers=_xdist_workers(self.config))
             except TuneError as exc:
                 raise pytest.UsageError(str(exc)) from None
+        if self.is_controller:
+            self._count_done()
+
+    def _count_done(self) -> None:
+        """Read the run dir once; after that the ETA counts what finishes."""
+        assert self.run_dir is not None and self.plan is not None
+        self._done_ok = rundir.completeness(self.run_dir, self.plan).ok
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -355,6 +364,7 @@ class CalibrationPlugin:
             stall_s=self.model.stall_timeout_s,
         )
         self.runner.before_item = self.before_item
+        self._count_done()
         units = {u.test: u for u in self.units}
         order = [(k, units[t]) for k in range(1, self.plan.repeats + 1) for t in units]
         state = self.run_dir / planning.STATE_DIR
@@ -617,6 +627,8 @@ class CalibrationPlugin:
         if key in self.lines_done:
             return
         self.lines_done.add(key)
+        if record.complete:
+            self._done_ok = (self._done_ok or 0) + 1
         assert self.plan is not None
         values = " ".join(
             f"{name}={_fmt(value)}" for name, value in list(record.metrics.items())[:4]
@@ -637,17 +649,22 @@ class CalibrationPlugin:
         assert self.plan is not None and self.run_dir is not None
         if not self.durations:
             return ""
-        done = rundir.completeness(self.run_dir, self.plan)
+        left = len(self.plan.stages) * self.plan.repeats - (self._done_ok or 0)
         stages_per_unit = max(1, len(self.stages) // max(1, len(self.units)))
-        left_units = len(done.missing) / stages_per_unit
+        left_units = max(0, left) / stages_per_unit
         seconds = (
             statistics.median(self.durations) * left_units / max(1, self.plan.workers)
         )
         return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}min"
 
-    def _echo_new_stage_runs(self) -> None:
+    def _echo_new_stage_runs(self, *, force: bool = False) -> None:
         if self.run_dir is None or self.plan is None:
             return
+        # Called for every report a worker forwards: look at most twice a second.
+        now = time.monotonic()
+        if not force and now - self._last_scan < 0.5:
+            return
+        self._last_scan = now
         for stage in self.plan.stages:
             for k in range(1, self.plan.repeats + 1):
                 if f"{stage}#{k}" in self.lines_done:
@@ -664,7 +681,7 @@ class CalibrationPlugin:
         if self.is_worker or self.run_dir is None or self.plan is None:
             return
         if self.is_controller:
-            self._echo_new_stage_runs()
+            self._echo_new_stage_runs(force=True)
         done = rundir.completeness(self.run_dir, self.plan)
         self.complete = done
         if done.complete:

@@ -113,6 +113,20 @@ def _value(reader: _Reader, ref: JsonRef, *, count: bool) -> float | int:
     return float(node)
 
 
+def _read(
+    reader: _Reader, ref: JsonRef, label: str, out: Harvest, *, count: bool
+) -> float | int | None:
+    """One value, or None with the problem recorded under ``label``."""
+    try:
+        return _value(reader, ref, count=count)
+    except _Missing as exc:
+        out.problems.append(f"{label}: {exc}")
+        out.missing = True
+    except _Bad as exc:
+        out.problems.append(f"{label}: {exc}")
+    return None
+
+
 def harvest(stage: Stage, basetemp: Path) -> Harvest:
     """Every metric and sample count of ``stage`` from one repeat's files."""
     reader = _Reader(basetemp)
@@ -124,27 +138,13 @@ def harvest(stage: Stage, basetemp: Path) -> Harvest:
             out.problems.append(f"{key}: no json_path configured (NEEDS_CONFIG)")
             out.missing = True
             continue
-        try:
-            out.metrics[key] = float(_value(reader, ref, count=False))
-        except _Missing as exc:
-            out.metrics[key] = None
-            out.problems.append(f"{key}: {exc}")
-            out.missing = True
-        except _Bad as exc:
-            out.metrics[key] = None
-            out.problems.append(f"{key}: {exc}")
+        value = _read(reader, ref, key, out, count=False)
+        out.metrics[key] = None if value is None else float(value)
     if stage.observation_validity is not None:
         _check_validity(reader, stage.observation_validity, out)
     for name, ref in (stage.sample_counts or {}).items():
-        try:
-            out.sample_counts[name] = int(_value(reader, ref, count=True))
-        except _Missing as exc:
-            out.sample_counts[name] = None
-            out.problems.append(f"sample_counts.{name}: {exc}")
-            out.missing = True
-        except _Bad as exc:
-            out.sample_counts[name] = None
-            out.problems.append(f"sample_counts.{name}: {exc}")
+        count = _read(reader, ref, f"sample_counts.{name}", out, count=True)
+        out.sample_counts[name] = None if count is None else int(count)
     return out
 
 

@@ -123,14 +123,3 @@ __all__ = [
     "to_json",
     "write_report",
 ]
-
-
-__all__ = [
-    "ReportData",
-    "ReportResult",
-    "build_report",
-    "render_md",
-    "summary_table_md",
-    "to_json",
-    "write_report",
-]

@@ -373,13 +373,9 @@ def _check_files(
     # The hash covers every recognised location of the file (the metrics and
     # not-calibrated entries of every stage of the snapshot), as the plan's
     # was; a stage's own hash only stands in for a plan that lacks the file.
-    located: dict[str, set[Location]] = {}
+    located = logic.file_locations(snapshot.values())
     expected = {f: h for f, h in plan.logic_hashes.items() if h}
     for snap in snapshot.values():
-        for sm in snap.metrics.values():
-            located.setdefault(sm.location.file, set()).add(_unlined(sm.location))
-        for nc in snap.not_calibrated:
-            located.setdefault(nc.location.file, set()).add(_unlined(nc.location))
         if snap.test_logic_sha256 and snap.test not in plan.logic_hashes:
             expected.setdefault(snap.test, snap.test_logic_sha256)
     changed: list[str] = []
@@ -397,10 +393,6 @@ def _check_files(
         )
     if lines:
         raise RunError("cannot apply:\n  " + "\n  ".join(lines))
-
-
-def _unlined(loc: Location) -> Location:
-    return replace(loc, line=0)
 
 
 # -- answers and questions --------------------------------------------------

@@ -43,9 +43,8 @@ def write_bytes(path: Path, data: bytes, *, mode: int | None = None) -> None:
     _fsync_dir(path.parent)
 
 
-def write_text(path: Path, text: str, *, newline: str = "") -> None:
-    """Write text exactly as given (no newline translation by default)."""
-    del newline
+def write_text(path: Path, text: str) -> None:
+    """Write text exactly as given, as UTF-8 (no newline translation)."""
     write_bytes(path, text.encode("utf-8"))
 
 

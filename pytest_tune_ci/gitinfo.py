@@ -29,8 +29,12 @@ def _git(root: Path, *args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+def head(root: Path) -> str | None:
+    return _git(root, "rev-parse", "HEAD")
+
+
 def state(root: Path) -> GitState:
-    sha = _git(root, "rev-parse", "HEAD")
+    sha = head(root)
     if sha is None:
         return GitState(None, None, False)
     branch = _git(root, "rev-parse", "--abbrev-ref", "HEAD")

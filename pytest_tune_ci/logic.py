@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 from . import literals
 from .stages import Location
+from .stages import Stage
 
 
 def logic_hash(source: str, locations: Iterable[Location]) -> str:
@@ -45,6 +46,22 @@ def logic_hash(source: str, locations: Iterable[Location]) -> str:
     for ref in lost:
         digest.update(f"\0missing:{ref}".encode())
     return digest.hexdigest()
+
+
+def file_locations(stages: Iterable[Stage]) -> dict[str, list[Location]]:
+    """Every recognised threshold location, per file that holds it.
+
+    A file's logic hash blanks all of them: the metrics and the
+    not-calibrated entries of every stage, so all stages of a file share it.
+    """
+    found: dict[str, list[Location]] = {}
+    for stage in stages:
+        for metric in stage.metrics.values():
+            found.setdefault(metric.location.file, []).append(metric.location)
+        for entry in stage.not_calibrated:
+            found.setdefault(entry.location.file, []).append(entry.location)
+        found.setdefault(stage.test, [])
+    return found
 
 
 def file_sha256(data: bytes) -> str:

@@ -31,6 +31,7 @@ from .discover import discover_model
 from .discover import discover_stages
 from .errors import RunError
 from .errors import TuneError
+from .logic import file_locations
 from .logic import logic_hash
 from .settings import Settings
 from .stages import Location
@@ -102,23 +103,11 @@ def _check_test_files(stages: dict[str, Stage], rootdir: Path) -> None:
             ) from None
 
 
-def file_locations(stages: dict[str, Stage]) -> dict[str, list[Location]]:
-    """Every recognised threshold location, per file that holds it."""
-    found: dict[str, list[Location]] = {}
-    for stage in stages.values():
-        for metric in stage.metrics.values():
-            found.setdefault(metric.location.file, []).append(metric.location)
-        for entry in stage.not_calibrated:
-            found.setdefault(entry.location.file, []).append(entry.location)
-        found.setdefault(stage.test, [])
-    return found
-
-
 def current_logic_hashes(
-    stages: dict[str, Stage], rootdir: Path, all_stages: dict[str, Stage] | None = None
+    stages: dict[str, Stage], rootdir: Path
 ) -> dict[str, str | None]:
     """Logic hash of each test file of ``stages`` as the file is now."""
-    locations = file_locations(all_stages or stages)
+    locations = file_locations(stages.values())
     hashes: dict[str, str | None] = {}
     for test in sorted({s.test for s in stages.values()}):
         path = rootdir / test

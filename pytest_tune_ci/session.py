@@ -23,6 +23,7 @@ import pytest
 
 from . import atomic
 from . import classify
+from . import gitinfo
 from . import harvest
 from . import planning
 from . import procs
@@ -478,6 +479,8 @@ class CalibrationPlugin:
                 for h in harvests.values()
             )
             last.outcome = classify.THRESHOLD if complete else classify.ERROR
+        # The commit the tests ran at (HEAD may move during a long run).
+        git_sha = gitinfo.head(self.rootdir) if self.plan.git_sha else None
         for stage in todo:
             self._record(
                 stage,
@@ -490,6 +493,7 @@ class CalibrationPlugin:
                 duration,
                 basetemp,
                 log,
+                git_sha,
             )
         self.durations.append(duration)
         if last.outcome == classify.OK:
@@ -540,6 +544,7 @@ class CalibrationPlugin:
         duration: float,
         basetemp: Path,
         log: Path,
+        git_sha: str | None,
     ) -> None:
         assert self.run_dir is not None and self.plan is not None
         last = attempts[-1]
@@ -574,7 +579,7 @@ class CalibrationPlugin:
             duration_s=duration,
             started_at=started_at,
             finished_at=finished_at,
-            git_sha=self.plan.git_sha and _head(self.rootdir),
+            git_sha=git_sha,
             test_logic_sha256=self.plan.logic_hashes.get(stage.test, ""),
             basetemp=str(basetemp),
             log=str(log),
@@ -746,12 +751,6 @@ def _plus(stamp: str, seconds: float) -> str | None:
     except ValueError:
         return None
     return (start + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _head(root: Path) -> str | None:
-    from .gitinfo import state
-
-    return state(root).sha
 
 
 def _fmt(value: float | None) -> str:
